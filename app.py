@@ -1,0 +1,73 @@
+"""Marejesho: the back-office a Kenyan lender runs beside its M-Pesa paybill."""
+
+from __future__ import annotations
+
+from flask import Flask, redirect, render_template, url_for
+from flask_wtf.csrf import CSRFError
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from lenders import auth, database
+from lenders import cli as lenders_cli
+from lenders import views as lenders_views
+from lenders.config import config_from_env
+from lenders.extensions import csrf, db, htmx, limiter, login_manager, migrate
+from lenders.web import init_web, roles, unauthorized_to_login
+from payments import views as payments_views
+
+
+def create_app(config: dict | None = None) -> Flask:
+    """Build the app: configuration from the environment, then ``config`` on top."""
+    app = Flask(__name__, instance_relative_config=True)
+    app.config.update(config_from_env())
+    app.config.update(config or {})
+    if app.config["PROXY_HOPS"]:
+        hops = app.config["PROXY_HOPS"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
+
+    db.init_app(app)
+    database.init_app(app)
+    migrate.init_app(app, db, directory=str(database.MIGRATIONS_DIR), render_as_batch=True)
+    login_manager.init_app(app)
+    login_manager.unauthorized_handler(unauthorized_to_login)
+    csrf.init_app(app)
+    htmx.init_app(app)
+    limiter.init_app(app)
+    init_web(app)
+
+    app.register_blueprint(auth.bp)
+    app.register_blueprint(lenders_views.bp)
+    app.register_blueprint(payments_views.bp)
+    app.cli.add_command(lenders_cli.group)
+
+    @app.get("/")
+    @roles("admin", "officer")
+    def index():
+        """Staff start at the borrowers list."""
+        return redirect(url_for("lenders.borrowers"))
+
+    register_error_pages(app)
+    return app
+
+
+def register_error_pages(app: Flask) -> None:
+    """Plain pages for errors; never a stack trace."""
+
+    def page(code: int, title: str, message: str):
+        return render_template("error.html", code=code, title=title, message=message), code
+
+    app.register_error_handler(
+        CSRFError, lambda e: page(400, "Form expired", "Reload the page and try again.")
+    )
+    app.register_error_handler(
+        403, lambda e: page(403, "Not allowed", "Your role cannot open this page.")
+    )
+    app.register_error_handler(404, lambda e: page(404, "Not found", "Nothing is at this address."))
+    app.register_error_handler(
+        413, lambda e: page(413, "File too large", "The upload is larger than 16 MB.")
+    )
+    app.register_error_handler(
+        429, lambda e: page(429, "Too many attempts", "Wait a few minutes and try again.")
+    )
+    app.register_error_handler(
+        500, lambda e: page(500, "Something went wrong", "The error was logged; nothing was saved.")
+    )

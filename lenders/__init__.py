@@ -1,0 +1,1 @@
+"""The lending book: staff and roles, borrowers, loans, schedules, repayments, audit."""

@@ -1,0 +1,94 @@
+"""``flask lenders …`` commands (CONTRACT §3)."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+from flask import current_app
+from flask.cli import with_appcontext
+
+from lenders.extensions import db
+from lenders.importer import export_loans, import_loans, write_csv
+from lenders.models import ROLES, StaffUser
+
+group = click.Group("lenders", help="The loan book and its staff.")
+
+
+@group.command("create-user")
+@click.argument("email")
+@click.option("--name", required=True, help="The person's name as staff see it.")
+@click.option("--role", type=click.Choice(ROLES), required=True)
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@with_appcontext
+def create_user(email: str, name: str, role: str, password_stdin: bool) -> None:
+    """Create or update a staff user (the first admin, or a password reset)."""
+    from lenders.auth import find_staff
+
+    if "@" not in email or len(email) > 254:
+        raise click.BadParameter(f"{email!r} is not an e-mail address", param_hint="EMAIL")
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    if len(password) < 10:
+        raise click.ClickException("the password must have at least 10 characters")
+    user = find_staff(email)
+    created = user is None
+    if created:
+        user = StaffUser(email=email.strip().lower(), name=name, role=role)
+        db.session.add(user)
+    user.name, user.role, user.active = name, role, True
+    user.set_password(password)
+    db.session.commit()
+    click.echo(f"{'created' if created else 'updated'} {role} {user.email}")
+
+
+@group.command("import-loans")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@with_appcontext
+def import_loans_command(path: str) -> None:
+    """Import a loan-book CSV: all rows or none; every bad row is printed with its line."""
+    with open(path, encoding="utf-8-sig", newline="") as stream:
+        try:
+            result = import_loans(db.session, stream, source_name=path)
+        except UnicodeDecodeError:
+            result = None
+    if result is None or not result.ok:
+        db.session.rollback()
+        errors = result.errors if result else ["the file is not UTF-8 text"]
+        for error in errors:
+            click.echo(error, err=True)
+        click.echo(f"{len(errors)} error(s); nothing was imported", err=True)
+        sys.exit(1)
+    db.session.commit()
+    click.echo(
+        f"imported {result.loans} loans ({result.borrowers_created} new borrowers, "
+        f"{result.officers_created} new officers)"
+    )
+
+
+@group.command("export-loans")
+@click.argument("path", type=click.Path(dir_okay=False, writable=True))
+@with_appcontext
+def export_loans_command(path: str) -> None:
+    """Write the loan book as CSV."""
+    with open(path, "w", encoding="utf-8", newline="") as stream:
+        count = write_csv(export_loans(db.session), stream)
+    click.echo(f"exported {count} loans to {path}")
+
+
+@group.command("load-demo")
+@with_appcontext
+def load_demo_command() -> None:
+    """Load the demo lender (idempotent) and print its logins. Refused in production."""
+    from lenders.demo import DEMO_PASSWORDS, load_demo
+
+    if current_app.config["ENV_NAME"] == "production":
+        raise click.ClickException("the demo lender is never loaded in production")
+    loaded = load_demo(db.session)
+    db.session.commit()
+    click.echo("demo lender " + ("loaded" if loaded else "already present"))
+    click.echo("logins (email / password):")
+    for email, password in DEMO_PASSWORDS.items():
+        click.echo(f"  {email:32} {password}")

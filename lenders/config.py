@@ -1,0 +1,73 @@
+"""Configuration read from the environment (CONTRACT §2), once per ``create_app``."""
+
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+
+INSTANCE_DIR = Path(__file__).resolve().parent.parent / "instance"
+
+
+class ConfigError(RuntimeError):
+    """The environment lacks something the app cannot run without."""
+
+
+def database_url(environ: Mapping[str, str]) -> str:
+    """DATABASE_URL, or the embedded SQLite file; PostgreSQL URLs are pointed at psycopg 3."""
+    url = environ.get("DATABASE_URL")
+    if not url:
+        return f"sqlite:///{INSTANCE_DIR / 'marejesho.db'}"
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def _development_secret_key() -> str:
+    """A key kept in instance/ so that dev sessions survive restarts and several workers."""
+    path = INSTANCE_DIR / "dev_secret_key"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        INSTANCE_DIR.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_hex(32)
+        path.write_text(key)
+        path.chmod(0o600)
+        return key
+
+
+def config_from_env(environ: Mapping[str, str] | None = None) -> dict:
+    """The app's configuration. Production (MAREJESHO_ENV=production) refuses to start
+    without SECRET_KEY and MAREJESHO_ENCRYPTION_KEYS; development generates what it lacks."""
+    env = os.environ if environ is None else environ
+    production = env.get("MAREJESHO_ENV", "development") == "production"
+    if production:
+        missing = [n for n in ("SECRET_KEY", "MAREJESHO_ENCRYPTION_KEYS") if not env.get(n)]
+        if missing:
+            raise ConfigError("production needs " + " and ".join(missing) + " in the environment")
+    public_base_url = env.get("PUBLIC_BASE_URL", "http://127.0.0.1:5000").rstrip("/")
+    if production and not public_base_url.startswith("https://"):
+        raise ConfigError("production needs an https PUBLIC_BASE_URL (Safaricom calls it)")
+    return {
+        "ENV_NAME": "production" if production else "development",
+        "SECRET_KEY": env.get("SECRET_KEY") or _development_secret_key(),
+        "SQLALCHEMY_DATABASE_URI": database_url(env),
+        "REDIS_URL": env.get("REDIS_URL") or None,
+        "PUBLIC_BASE_URL": public_base_url,
+        "MAREJESHO_ENCRYPTION_KEYS": env.get("MAREJESHO_ENCRYPTION_KEYS", ""),
+        # Proxies in front of the app that append X-Forwarded-For; 0 trusts none.
+        "PROXY_HOPS": int(env.get("MAREJESHO_PROXY_HOPS", "0")),
+        "LENDER_NAME": env.get("MAREJESHO_LENDER_NAME", "Marejesho Demo Lender"),
+        "MAX_CONTENT_LENGTH": 16 * 1024 * 1024,  # loan-book uploads
+        "SESSION_COOKIE_SECURE": public_base_url.startswith("https://"),
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "SESSION_IDLE_MINUTES": 30,
+        "SESSION_ABSOLUTE_HOURS": 12,
+        # The token lives as long as the session, which has its own timeouts.
+        "WTF_CSRF_TIME_LIMIT": None,
+        "LOGIN_RATE_LIMIT": "10 per 5 minutes",
+        "RATELIMIT_STORAGE_URI": env.get("REDIS_URL") or "memory://",
+        "RATELIMIT_HEADERS_ENABLED": True,
+        "DEBUG": False,
+    }

@@ -1,0 +1,108 @@
+"""The lending book's screens: borrowers, a borrower, a loan, and the loan-book upload."""
+
+from __future__ import annotations
+
+import io
+
+from flask import Blueprint, abort, flash, request, url_for
+from flask_login import current_user
+from flask_wtf import FlaskForm
+from flask_wtf.file import FileAllowed, FileField, FileRequired
+
+from lenders import queries
+from lenders.extensions import db
+from lenders.importer import import_loans
+from lenders.web import hx_redirect, nairobi_today, render_page, roles
+
+bp = Blueprint("lenders", __name__, url_prefix="/lenders")
+
+
+class ImportForm(FlaskForm):
+    file = FileField(
+        "Loan book (CSV)", validators=[FileRequired(), FileAllowed(["csv"], "A .csv file, please")]
+    )
+
+
+@bp.get("/borrowers/")
+@roles("admin", "officer")
+def borrowers():
+    """Borrowers the viewer may see, searched by name, ID, loan number or phone in any
+    form; keyset pages via ``after``. HTMX asks for the rows block only."""
+    q = request.args.get("q", "")[:100]
+    after = request.args.get("after", type=int)
+    page, next_after = queries.find_borrowers(db.session, current_user, q, after)
+    block = "rows" if request.headers.get("HX-Target") == "more-row" else "results"
+    return render_page(
+        "lenders/borrowers.html", block, borrowers=page, q=q, next_after=next_after, after=after
+    )
+
+
+@bp.get("/borrowers/<int:borrower_id>")
+@roles("admin", "officer")
+def borrower(borrower_id: int):
+    """One borrower: phones, credit, loans and payments (404 outside the viewer's reach)."""
+    person = queries.get_borrower(db.session, current_user, borrower_id)
+    if person is None:
+        abort(404)
+    loans = queries.borrower_loans(db.session, current_user, person)
+    repayments = queries.loan_repayments(db.session, [loan.id for loan in loans])
+    return render_page(
+        "lenders/borrower.html",
+        "content",
+        borrower=person,
+        loans=loans,
+        repayments=repayments,
+        today=nairobi_today(),
+    )
+
+
+@bp.get("/loans/<number>")
+@roles("admin", "officer")
+def loan(number: str):
+    """One loan: schedule with paid/due/overdue, repayments and their allocation, audit."""
+    found = queries.get_loan(db.session, current_user, number)
+    if found is None:
+        abort(404)
+    return render_page(
+        "lenders/loan.html",
+        "content",
+        loan=found,
+        repayments=queries.loan_repayments(db.session, [found.id]),
+        events=queries.loan_audit_trail(db.session, found),
+        today=nairobi_today(),
+    )
+
+
+@bp.get("/import")
+@roles("admin")
+def import_form():
+    """The loan-book upload form."""
+    return render_page("lenders/import.html", "content", form=ImportForm(), errors=[])
+
+
+@bp.post("/import")
+@roles("admin")
+def import_upload():
+    """Import a loan-book CSV: all rows or none, every bad row listed with its line."""
+    form = ImportForm()
+    if not form.validate():
+        return render_page("lenders/import.html", "content", form=form, errors=[]), 422
+    upload = form.file.data
+    try:
+        text = io.TextIOWrapper(upload.stream, encoding="utf-8-sig", newline="")
+        result = import_loans(
+            db.session, text, actor=current_user, source_name=upload.filename or "upload"
+        )
+    except UnicodeDecodeError:
+        db.session.rollback()
+        errors = ["the file is not UTF-8 text; save it from your spreadsheet as CSV UTF-8"]
+        return render_page("lenders/import.html", "content", form=form, errors=errors), 422
+    if not result.ok:
+        db.session.rollback()
+        return render_page("lenders/import.html", "content", form=form, errors=result.errors), 422
+    db.session.commit()
+    flash(
+        f"Imported {result.loans} loans ({result.borrowers_created} new borrowers, "
+        f"{result.officers_created} new officers)."
+    )
+    return hx_redirect(url_for("lenders.borrowers"))

@@ -1,0 +1,178 @@
+"""Web helpers both packages use: who may see a view, page-or-fragment rendering, HTMX
+redirects, security headers, and the filters that show money and time."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
+
+from flask import (
+    Flask,
+    abort,
+    current_app,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from flask_login import current_user
+from jinja2_fragments.flask import render_block as _render_block
+
+from lenders.money import format_kes
+
+NAIROBI = ZoneInfo("Africa/Nairobi")
+security_log = logging.getLogger("marejesho.security")
+
+
+def roles(*allowed: str):
+    """Name the roles that may reach a view. A view without ``roles`` or ``public`` is
+    refused to everyone (see ``close_by_default``), so a new view is closed until named."""
+
+    def decorate(view):
+        view.allowed_roles = frozenset(allowed)
+        return view
+
+    return decorate
+
+
+def public(view):
+    """Reachable without logging in (login page, Safaricom's callbacks)."""
+    view.allowed_roles = None
+    return view
+
+
+def close_by_default() -> None:
+    """Before every request: anonymous visitors go to /login, staff without one of the
+    view's roles get 403. Endpoints that declare nothing are refused."""
+    if request.endpoint is None or request.endpoint == "static":
+        return None
+    view = current_app.view_functions[request.endpoint]
+    if not hasattr(view, "allowed_roles"):
+        security_log.error("endpoint %s declares no roles; refused", request.endpoint)
+        abort(403)
+    if view.allowed_roles is None:
+        return None
+    if not current_user.is_authenticated:
+        return login_redirect()
+    if not _session_is_fresh():
+        from flask_login import logout_user
+
+        logout_user()
+        session.clear()
+        return login_redirect()
+    if current_user.role not in view.allowed_roles:
+        security_log.warning(
+            "authz denied: user %s (%s) to %s", current_user.id, current_user.role, request.path
+        )
+        abort(403)
+    return None
+
+
+def _session_is_fresh() -> bool:
+    """Idle and absolute session timeouts (30 minutes idle, 12 hours in all by default)."""
+    now = datetime.now(UTC).timestamp()
+    started, seen = session.get("login_at"), session.get("seen_at")
+    if started is None or seen is None:
+        return False
+    idle = timedelta(minutes=current_app.config["SESSION_IDLE_MINUTES"]).total_seconds()
+    absolute = timedelta(hours=current_app.config["SESSION_ABSOLUTE_HOURS"]).total_seconds()
+    if now - seen > idle or now - started > absolute:
+        return False
+    if now - seen > 60:  # write the cookie at most once a minute
+        session["seen_at"] = now
+    return True
+
+
+def start_session() -> None:
+    now = datetime.now(UTC).timestamp()
+    session["login_at"] = now
+    session["seen_at"] = now
+
+
+def login_redirect():
+    """To /login with ``next``; inside an HTMX request the whole page goes there."""
+    here = request.full_path.rstrip("?")
+    if request.headers.get("HX-Request") == "true" and request.headers.get("HX-Current-URL"):
+        # The fragment's URL is no place to come back to; the page the user was on is.
+        current = urlsplit(request.headers["HX-Current-URL"])
+        here = current.path + (f"?{current.query}" if current.query else "")
+    return hx_redirect(url_for("auth.login", next=here))
+
+
+def hx_redirect(location: str, code: int = 303):
+    """A redirect that also works for HTMX requests (HX-Redirect swaps the whole page)."""
+    if request.headers.get("HX-Request") == "true":
+        response = current_app.response_class(status=204)
+        response.headers["HX-Redirect"] = location
+        return response
+    return redirect(location, code=code)
+
+
+def wants_fragment() -> bool:
+    """True for an HTMX request that should get a fragment rather than the page."""
+    hx = request.htmx
+    return bool(hx) and not hx.boosted and not hx.history_restore_request
+
+
+def render_page(template: str, block: str, **context):
+    """The whole page, or only ``block`` when HTMX asks for a fragment. Answers carry
+    ``Vary: HX-Request`` so caches keep the two apart."""
+    if wants_fragment():
+        body = _render_block(template, block, **context)
+    else:
+        body = render_template(template, **context)
+    response = current_app.make_response(body)
+    response.headers.add("Vary", "HX-Request")
+    return response
+
+
+def render_fragment(template: str, block: str, status: int = 200, **context):
+    """Only ``block``; used for form errors (422, which htmx is told to swap)."""
+    return current_app.make_response((_render_block(template, block, **context), status))
+
+
+def add_security_headers(response):
+    """Headers on every answer; pages that show borrowers are never cached."""
+    headers = response.headers
+    headers.setdefault(
+        "Content-Security-Policy",
+        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+        "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'",
+    )
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    headers.setdefault("Referrer-Policy", "strict-origin-when-cross-origin")
+    headers.setdefault("X-Frame-Options", "DENY")
+    if current_app.config.get("SESSION_COOKIE_SECURE"):
+        headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
+    if request.endpoint != "static":
+        headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+def nairobi_time(value: datetime | None, fmt: str = "%d %b %Y %H:%M") -> str:
+    """A stored UTC time as Nairobi local time."""
+    if value is None:
+        return ""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(NAIROBI).strftime(fmt)
+
+
+def nairobi_today():
+    return datetime.now(NAIROBI).date()
+
+
+def init_web(app: Flask) -> None:
+    app.before_request(close_by_default)
+    app.after_request(add_security_headers)
+    app.jinja_env.filters["kes"] = format_kes
+    app.jinja_env.filters["nairobi"] = nairobi_time
+    app.jinja_env.filters["day"] = lambda d: d.strftime("%d %b %Y") if d else ""
+
+
+def unauthorized_to_login():
+    """Flask-Login's unauthorized handler: the same redirect as close_by_default."""
+    return login_redirect()

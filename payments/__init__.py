@@ -1,0 +1,1 @@
+"""M-Pesa: callbacks, matching, processing jobs, Daraja client and emulator, statements, SMS."""
