@@ -83,7 +83,7 @@ def login():
     """The login form; a logged-in user goes straight on."""
     if current_user.is_authenticated:
         return redirect(safe_next(request.args.get("next")))
-    return render_page("auth/login.html", "content", form=LoginForm())
+    return render_page("auth/login.html", "content", form=LoginForm(), error=None)
 
 
 @bp.post("/login")

@@ -16,11 +16,12 @@ from lenders.models import (
     Allocation,
     AuditEvent,
     Borrower,
+    Installment,
     Loan,
     Repayment,
     StaffUser,
 )
-from lenders.schedule import allocate_oldest_first
+from lenders.schedule import allocate_oldest_first, build_schedule
 
 
 class BookError(ValueError):
@@ -187,3 +188,38 @@ def loan_is_balanced(loan: Loan) -> bool:
     due = sum((i.amount_due for i in loan.installments), ZERO)
     paid = sum((i.amount_paid for i in loan.installments), ZERO)
     return due == loan.total_due and paid == loan.paid and loan.paid + loan.outstanding == due
+
+
+def create_loan(
+    session: Session,
+    borrower: Borrower,
+    *,
+    number: str,
+    principal: Decimal,
+    interest: Decimal = ZERO,
+    fees: Decimal = ZERO,
+    disbursed_on,
+    installments: int,
+    frequency: str,
+    officer: StaffUser | None = None,
+    actor: StaffUser | None = None,
+) -> Loan:
+    """Book one loan with its schedule (CONTRACT §6). The bulk path is import_loans."""
+    loan = Loan(
+        number=number,
+        borrower=borrower,
+        officer=officer,
+        principal=principal,
+        interest=interest,
+        fees=fees,
+        paid=ZERO,
+        disbursed_on=disbursed_on,
+        installment_count=installments,
+        frequency=frequency,
+        status="active",
+    )
+    for seq, due_on, amount in build_schedule(loan.total_due, disbursed_on, installments, frequency):
+        loan.installments.append(Installment(seq=seq, due_on=due_on, amount_due=amount))
+    session.add(loan)
+    record_audit(session, "loan.created", loan, actor=actor, after=loan_snapshot(loan))
+    return loan

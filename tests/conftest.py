@@ -1,0 +1,244 @@
+"""Shared fixtures, in flaskr's vocabulary: app, client, runner, auth, and factories.
+
+Databases: every test gets a fresh SQLite file copied from one built by the migrations.
+Tests in modules marked ``both_databases`` run again on PostgreSQL when
+MAREJESHO_TEST_POSTGRES_URL is set. Under CI (CI=true) a test that needs PostgreSQL,
+Redis or Chromium fails instead of skipping, so nothing is silently left out."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from datetime import date
+from decimal import Decimal
+from itertools import count
+
+import pytest
+from flask_migrate import upgrade
+from jinja2 import StrictUndefined
+from sqlalchemy import text
+
+from app import create_app
+from lenders.book import create_loan
+from lenders.extensions import db
+from lenders.models import Borrower, BorrowerPhone, StaffUser
+from lenders.phones import canonical_phone, masked_key, phone_sha256
+
+POSTGRES_URL = os.environ.get("MAREJESHO_TEST_POSTGRES_URL")
+REDIS_URL = os.environ.get("MAREJESHO_TEST_REDIS_URL")
+CHROMIUM = os.environ.get("MAREJESHO_TEST_CHROMIUM")
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+PASSWORD = "correct horse battery"
+
+
+def need(service: str, value: str | None) -> str:
+    """The service's address, or skip (fail under CI) when it is not configured."""
+    if not value:
+        message = f"{service} is not configured for tests"
+        if IN_CI:
+            pytest.fail(message + " (CI must run every test)")
+        pytest.skip(message)
+    return value
+
+
+def test_config(url: str) -> dict:
+    return {
+        "TESTING": True,
+        "SQLALCHEMY_DATABASE_URI": url,
+        "SECRET_KEY": "test-secret-key",
+        "RATELIMIT_STORAGE_URI": "memory://",
+        "PUBLIC_BASE_URL": "http://localhost",
+        "SESSION_COOKIE_SECURE": False,
+    }
+
+
+def pytest_generate_tests(metafunc):
+    if "database_url" in metafunc.fixturenames:
+        backends = ["sqlite"]
+        if metafunc.definition.get_closest_marker("both_databases"):
+            backends.append("postgresql")
+        metafunc.parametrize("database_url", backends, indirect=True)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "both_databases: run on SQLite and on PostgreSQL")
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory):
+    """A SQLite file built by the migrations, copied for each test."""
+    path = tmp_path_factory.mktemp("template") / "marejesho.db"
+    app = create_app(test_config(f"sqlite:///{path}"))
+    with app.app_context():
+        upgrade()
+        db.session.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
+        db.engine.dispose()
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_ready():
+    """The PostgreSQL test database, emptied and upgraded once per run."""
+    url = need("PostgreSQL (MAREJESHO_TEST_POSTGRES_URL)", POSTGRES_URL)
+    app = create_app(test_config(url))
+    with app.app_context():
+        with db.engine.begin() as conn:
+            conn.execute(text("DROP SCHEMA public CASCADE"))
+            conn.execute(text("CREATE SCHEMA public"))
+        upgrade()
+        db.engine.dispose()
+    return url
+
+
+@pytest.fixture
+def database_url(request, tmp_path):
+    if request.param == "sqlite":
+        target = tmp_path / "marejesho.db"
+        shutil.copy(request.getfixturevalue("sqlite_template"), target)
+        return f"sqlite:///{target}"
+    url = request.getfixturevalue("postgres_ready")
+    app = create_app(test_config(url))
+    with app.app_context():
+        tables = ", ".join(t.name for t in db.metadata.sorted_tables)
+        with db.engine.begin() as conn:
+            conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+        db.engine.dispose()
+    return url
+
+
+@pytest.fixture
+def app(database_url):
+    app = create_app(test_config(database_url))
+    app.jinja_env.undefined = StrictUndefined
+    with app.app_context():
+        yield app
+        db.session.remove()
+        db.engine.dispose()
+
+
+class HtmxClient:
+    """Helpers on the test client that send what htmx sends: HX-Request and the CSRF
+    token from the page's hx-headers."""
+
+    def __init__(self, client):
+        self.client = client
+
+    def csrf_token(self, path: str = "/login") -> str:
+        page = self.client.get(path).get_data(as_text=True)
+        match = re.search(r'"X-CSRFToken": "([^"]+)"', page) or re.search(
+            r'name="csrf_token" type="hidden" value="([^"]+)"', page
+        )
+        assert match, "no CSRF token on " + path
+        return match.group(1)
+
+    def hx_get(self, path: str, **kwargs):
+        headers = {"HX-Request": "true", **kwargs.pop("headers", {})}
+        return self.client.get(path, headers=headers, **kwargs)
+
+    def hx_post(self, path: str, *, token_from: str = "/lenders/borrowers/", **kwargs):
+        headers = {
+            "HX-Request": "true",
+            "X-CSRFToken": self.csrf_token(token_from),
+            **kwargs.pop("headers", {}),
+        }
+        return self.client.post(path, headers=headers, **kwargs)
+
+
+@pytest.fixture
+def client(app):
+    client = app.test_client()
+    helper = HtmxClient(client)
+    client.hx_get, client.hx_post, client.csrf_token = (
+        helper.hx_get,
+        helper.hx_post,
+        helper.csrf_token,
+    )
+    return client
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+_serial = count(1)
+
+
+@pytest.fixture
+def make_staff(app):
+    def make(role: str = "officer", *, email: str | None = None, name: str | None = None,
+             password: str = PASSWORD, active: bool = True) -> StaffUser:
+        n = next(_serial)
+        user = StaffUser(
+            email=email or f"{role}{n}@example.test", name=name or f"{role.title()} {n}",
+            role=role, active=active,
+        )
+        user.set_password(password)
+        db.session.add(user)
+        db.session.commit()
+        return user
+
+    return make
+
+
+@pytest.fixture
+def make_borrower(app):
+    def make(name: str = "Jane Wanjiku", *, national_id: str | None = None,
+             phones: tuple[str, ...] = ("0712345678",)) -> Borrower:
+        n = next(_serial)
+        borrower = Borrower(name=name, national_id=national_id or str(30_000_000 + n))
+        for raw in phones:
+            number = canonical_phone(raw)
+            borrower.phones.append(
+                BorrowerPhone(number=number, sha256=phone_sha256(number),
+                              masked_key=masked_key(number))
+            )
+        db.session.add(borrower)
+        db.session.commit()
+        return borrower
+
+    return make
+
+
+@pytest.fixture
+def make_loan(app, make_borrower):
+    def make(*, borrower: Borrower | None = None, number: str | None = None,
+             principal: str = "9000.00", interest: str = "900.00", fees: str = "100.00",
+             disbursed_on: date = date(2025, 1, 15), installments: int = 4,
+             frequency: str = "monthly", officer: StaffUser | None = None):
+        loan = create_loan(
+            db.session, borrower or make_borrower(),
+            number=number or f"LOAN-{next(_serial):06d}", principal=Decimal(principal),
+            interest=Decimal(interest), fees=Decimal(fees), disbursed_on=disbursed_on,
+            installments=installments, frequency=frequency, officer=officer,
+        )
+        db.session.commit()
+        return loan
+
+    return make
+
+
+class AuthActions:
+    def __init__(self, client, make_staff):
+        self.client, self.make_staff = client, make_staff
+
+    def login(self, role: str = "officer", user: StaffUser | None = None,
+              password: str = PASSWORD):
+        """Log in through the real form (CSRF on). Returns the logged-in user."""
+        user = user or self.make_staff(role)
+        token = self.client.csrf_token("/login")
+        response = self.client.post(
+            "/login", data={"email": user.email, "password": password, "csrf_token": token}
+        )
+        assert response.status_code == 303, response.get_data(as_text=True)[:500]
+        return user
+
+    def logout(self):
+        token = self.client.csrf_token("/lenders/borrowers/")
+        return self.client.post("/logout", data={"csrf_token": token})
+
+
+@pytest.fixture
+def auth(client, make_staff):
+    return AuthActions(client, make_staff)
