@@ -106,6 +106,7 @@ def post_repayment(
         received_at=received_at or datetime.now(UTC),
         posted_by_id=actor.id if actor else None,
     )
+    session.add(repayment)
     for installment, part in parts:
         installment.amount_paid += part
         repayment.allocations.append(Allocation(installment=installment, amount=part))
@@ -114,7 +115,6 @@ def post_repayment(
         loan.borrower.credit += excess
     if loan.outstanding == 0:
         loan.status = "closed"
-    session.add(repayment)
     after = loan_snapshot(loan) | {"repayment_id": None, "to_credit": str(excess)}
     session.flush()
     after["repayment_id"] = repayment.id

@@ -15,6 +15,7 @@ from decimal import Decimal
 from itertools import count
 
 import pytest
+from flask.testing import FlaskClient
 from flask_migrate import upgrade
 from jinja2 import StrictUndefined
 from sqlalchemy import text
@@ -58,11 +59,14 @@ def pytest_generate_tests(metafunc):
         backends = ["sqlite"]
         if metafunc.definition.get_closest_marker("both_databases"):
             backends.append("postgresql")
+        if metafunc.definition.get_closest_marker("postgresql_only"):
+            backends = ["postgresql"]
         metafunc.parametrize("database_url", backends, indirect=True)
 
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "both_databases: run on SQLite and on PostgreSQL")
+    config.addinivalue_line("markers", "postgresql_only: run on PostgreSQL only")
 
 
 @pytest.fixture(scope="session")
@@ -107,10 +111,20 @@ def database_url(request, tmp_path):
     return url
 
 
+class IsolatedClient(FlaskClient):
+    """Each request runs in its own app context, as in production: its own ``g`` and its
+    own database session, not the test's (which the fixtures keep pushed)."""
+
+    def open(self, *args, **kwargs):
+        with self.application.app_context():
+            return super().open(*args, **kwargs)
+
+
 @pytest.fixture
 def app(database_url):
     app = create_app(test_config(database_url))
     app.jinja_env.undefined = StrictUndefined
+    app.test_client_class = IsolatedClient
     with app.app_context():
         yield app
         db.session.remove()
