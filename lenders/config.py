@@ -59,7 +59,6 @@ def config_from_env(environ: Mapping[str, str] | None = None) -> dict:
         "PROXY_HOPS": int(env.get("MAREJESHO_PROXY_HOPS", "0")),
         "LENDER_NAME": env.get("MAREJESHO_LENDER_NAME", "Marejesho Demo Lender"),
         "MAX_CONTENT_LENGTH": 16 * 1024 * 1024,  # loan-book uploads
-        "SESSION_COOKIE_SECURE": public_base_url.startswith("https://"),
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
         "SESSION_IDLE_MINUTES": 30,

@@ -50,7 +50,6 @@ def test_config(url: str) -> dict:
         "SECRET_KEY": "test-secret-key",
         "RATELIMIT_STORAGE_URI": "memory://",
         "PUBLIC_BASE_URL": "http://localhost",
-        "SESSION_COOKIE_SECURE": False,
     }
 
 
@@ -157,6 +156,16 @@ class HtmxClient:
             **kwargs.pop("headers", {}),
         }
         return self.client.post(path, headers=headers, **kwargs)
+
+
+@pytest.fixture
+def app_factory(database_url):
+    """Build another app on the test's database with some settings changed."""
+
+    def build(**overrides):
+        return create_app(test_config(database_url) | overrides)
+
+    return build
 
 
 @pytest.fixture

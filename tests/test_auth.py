@@ -1,0 +1,132 @@
+"""Logging in and out, and how sessions end."""
+
+import logging
+
+import pytest
+from conftest import PASSWORD
+from freezegun import freeze_time
+
+from lenders.auth import BAD_LOGIN
+from lenders.extensions import db
+
+
+def post_login(client, email, password, next_=None):
+    token = client.csrf_token("/login")
+    path = "/login" + (f"?next={next_}" if next_ else "")
+    return client.post(path, data={"email": email, "password": password, "csrf_token": token})
+
+
+def test_login_sends_staff_to_where_they_were_going(client, make_staff):
+    user = make_staff("officer")
+    response = post_login(client, user.email.upper(), PASSWORD, next_="/lenders/borrowers/?q=ja")
+    assert response.status_code == 303
+    assert response.headers["Location"] == "/lenders/borrowers/?q=ja"
+
+
+@pytest.mark.parametrize(
+    "next_", ["https://evil.example/", "//evil.example/", "/\\evil.example", "javascript:x"]
+)
+def test_login_ignores_a_next_that_leaves_the_site(client, make_staff, next_):
+    user = make_staff("officer")
+    response = post_login(client, user.email, PASSWORD, next_=next_)
+    assert response.headers["Location"] == "/"
+
+
+def test_wrong_password_and_unknown_email_get_the_same_answer(client, make_staff, caplog):
+    user = make_staff("officer")
+    wrong_password = post_login(client, user.email, "not the password")
+    unknown_email = post_login(client, "nobody@example.test", PASSWORD)
+    for response in (wrong_password, unknown_email):
+        assert response.status_code == 422
+        assert BAD_LOGIN in response.get_data(as_text=True)
+    assert client.get("/lenders/borrowers/").status_code == 303  # still anonymous
+
+
+def test_inactive_staff_cannot_log_in(client, make_staff):
+    user = make_staff("officer", active=False)
+    assert post_login(client, user.email, PASSWORD).status_code == 422
+
+
+def test_login_attempts_are_rate_limited(client, make_staff):
+    user = make_staff("officer")
+    statuses = [post_login(client, user.email, "wrong password").status_code for _ in range(11)]
+    assert statuses[:10] == [422] * 10
+    assert statuses[10] == 429
+    # even the right password waits now
+    assert post_login(client, user.email, PASSWORD).status_code == 429
+
+
+def test_successful_logins_do_not_count_against_the_limit(client, auth, make_staff):
+    user = make_staff("officer")
+    for _ in range(12):
+        auth.login(user=user)
+        auth.logout()
+
+
+def test_session_cookie_is_httponly_lax_and_changes_at_login(client, make_staff):
+    user = make_staff("officer")
+    client.get("/login")
+    before = client.get_cookie("session").value
+    response = post_login(client, user.email, PASSWORD)
+    cookie = response.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    assert client.get_cookie("session").value != before
+
+
+def test_session_cookie_is_secure_when_served_over_https(app_factory):
+    app = app_factory(PUBLIC_BASE_URL="https://lender.example")
+    assert app.config["SESSION_COOKIE_SECURE"] is True
+
+
+def test_logout_ends_the_session_even_for_a_replayed_cookie(client, auth):
+    auth.login("officer")
+    stolen = client.get_cookie("session").value
+    assert auth.logout().status_code == 303
+    client.set_cookie("session", stolen)
+    response = client.get("/lenders/borrowers/")
+    assert response.status_code == 303 and response.headers["Location"].startswith("/login")
+
+
+def test_deactivating_a_user_ends_their_sessions(client, auth):
+    user = auth.login("officer")
+    user.active = False
+    db.session.commit()
+    assert client.get("/lenders/borrowers/").status_code == 303
+
+
+def test_idle_session_expires_after_thirty_minutes(client, auth):
+    with freeze_time("2026-01-05 08:00:00") as clock:
+        auth.login("officer")
+        clock.tick(29 * 60)
+        assert client.get("/lenders/borrowers/").status_code == 200
+        clock.tick(29 * 60)  # activity above kept it alive
+        assert client.get("/lenders/borrowers/").status_code == 200
+        clock.tick(31 * 60)
+        response = client.get("/lenders/borrowers/")
+        assert response.status_code == 303
+
+
+def test_session_ends_after_twelve_hours_however_busy(client, auth):
+    with freeze_time("2026-01-05 08:00:00") as clock:
+        auth.login("officer")
+        for _ in range(12 * 3 + 1):
+            clock.tick(20 * 60)
+            client.get("/lenders/borrowers/")
+        assert client.get("/lenders/borrowers/").status_code == 303
+
+
+def test_expired_session_in_an_htmx_request_redirects_the_whole_page(client):
+    response = client.get(
+        "/lenders/borrowers/?q=jane",
+        headers={"HX-Request": "true", "HX-Current-URL": "http://localhost/lenders/borrowers/"},
+    )
+    assert response.status_code == 204
+    assert response.headers["HX-Redirect"] == "/login?next=/lenders/borrowers/"
+
+
+def test_failed_logins_are_logged_without_the_password(client, make_staff, caplog):
+    user = make_staff("officer")
+    with caplog.at_level(logging.INFO, logger="marejesho.security"):
+        post_login(client, user.email, "hunter2-secret-guess")
+    assert any("login failed" in r.getMessage() for r in caplog.records)
+    assert "hunter2-secret-guess" not in caplog.text
