@@ -30,6 +30,7 @@ from lenders.models import (
 )
 from lenders.money import InvalidAmount, parse_amount
 from lenders.phones import InvalidPhone, canonical_phone, masked_key, phone_sha256
+from lenders.references import reference_key
 from lenders.schedule import allocate_oldest_first, build_schedule
 
 REQUIRED_COLUMNS = (
@@ -300,6 +301,7 @@ def import_loans(
     loan_rows = [
         {
             "number": r.loan_number,
+            "reference_key": reference_key(r.loan_number),
             "borrower_id": borrower_ids[r.national_id],
             "officer_id": officer_ids.get(r.officer_email),
             "principal": r.principal,

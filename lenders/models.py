@@ -25,6 +25,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from lenders.extensions import db
+from lenders.references import reference_key
 
 Money = Numeric(14, 2)
 ZERO = Decimal("0.00")
@@ -176,6 +177,8 @@ class Loan(db.Model):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     number: Mapped[str] = mapped_column(String(32), unique=True)
+    # The number as matching compares it (see lenders.references.reference_key).
+    reference_key: Mapped[str] = mapped_column(String(32), index=True)
     borrower_id: Mapped[int] = mapped_column(ForeignKey("borrower.id"), index=True)
     officer_id: Mapped[int | None] = mapped_column(ForeignKey("staff_user.id"))
     principal: Mapped[Decimal] = mapped_column(Money)
@@ -328,6 +331,12 @@ class AuditEvent(db.Model):
 
     def __repr__(self) -> str:
         return f"<AuditEvent {self.action} {self.entity_type}:{self.entity_id}>"
+
+
+@event.listens_for(Loan.number, "set", retval=True)
+def _keep_reference_key(loan, value, oldvalue, initiator):
+    loan.reference_key = reference_key(value)
+    return value
 
 
 @event.listens_for(AuditEvent, "before_update")

@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lenders.money import InvalidAmount, format_kes, parse_amount
+from lenders.references import reference_key
 from lenders.phones import InvalidPhone, canonical_phone, mask_phone, masked_key, phone_sha256
 from lenders.schedule import add_months, build_schedule, due_dates, installment_amounts
 
@@ -104,3 +105,15 @@ def test_schedule_adds_up_to_the_total_due(total, count, frequency):
     assert len({a for a in amounts[:-1]}) <= 1
     dates = [d for _, d, _ in schedule]
     assert dates == sorted(dates) and len(set(dates)) == count
+
+
+@pytest.mark.parametrize(
+    "typed", ["LOAN-000123", "loan 123", "LOAN000123", "123", "Loan-123", " loan-0123 ", "ln123"]
+)
+def test_sloppy_loan_references_reduce_to_one_key(typed):
+    assert reference_key(typed) == "123"
+
+
+@pytest.mark.parametrize("typed, key", [("AB-12", "AB12"), ("", ""), ("23456789", "23456789")])
+def test_other_references_keep_their_letters_and_digits(typed, key):
+    assert reference_key(typed) == key
