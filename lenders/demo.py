@@ -104,9 +104,9 @@ def load_demo(session: Session, *, seed: int = 2026) -> bool:
         raise RuntimeError("demo loan book rejected: " + "; ".join(result.errors[:5]))
 
     loans = list(session.scalars(select(Loan).where(Loan.status == "active").order_by(Loan.id)))
-    for loan in loans[:10]:
+    for loan in loans[-10:]:
         write_off_loan(session, loan, actor=admin, reason="demo: borrower unreachable 180 days")
-    for loan in loans[10:70]:
+    for loan in loans[:60]:
         amount = (loan.total_due / loan.installment_count).quantize(Decimal("1"))
         post_repayment(
             session,
