@@ -218,7 +218,9 @@ def create_loan(
         frequency=frequency,
         status="active",
     )
-    for seq, due_on, amount in build_schedule(loan.total_due, disbursed_on, installments, frequency):
+    for seq, due_on, amount in build_schedule(
+        loan.total_due, disbursed_on, installments, frequency
+    ):
         loan.installments.append(Installment(seq=seq, due_on=due_on, amount_due=amount))
     session.add(loan)
     record_audit(session, "loan.created", loan, actor=actor, after=loan_snapshot(loan))

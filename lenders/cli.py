@@ -9,7 +9,7 @@ from flask import current_app
 from flask.cli import with_appcontext
 
 from lenders.extensions import db
-from lenders.importer import export_loans, import_loans, write_csv
+from lenders.importer import EMAIL, export_loans, import_loans, utf8_lines, write_csv
 from lenders.models import ROLES, StaffUser
 
 group = click.Group("lenders", help="The loan book and its staff.")
@@ -25,7 +25,7 @@ def create_user(email: str, name: str, role: str, password_stdin: bool) -> None:
     """Create or update a staff user (the first admin, or a password reset)."""
     from lenders.auth import find_staff
 
-    if "@" not in email or len(email) > 254:
+    if not EMAIL.match(email) or len(email) > 254:
         raise click.BadParameter(f"{email!r} is not an e-mail address", param_hint="EMAIL")
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
@@ -49,17 +49,13 @@ def create_user(email: str, name: str, role: str, password_stdin: bool) -> None:
 @with_appcontext
 def import_loans_command(path: str) -> None:
     """Import a loan-book CSV: all rows or none; every bad row is printed with its line."""
-    with open(path, encoding="utf-8-sig", newline="") as stream:
-        try:
-            result = import_loans(db.session, stream, source_name=path)
-        except UnicodeDecodeError:
-            result = None
-    if result is None or not result.ok:
+    with open(path, "rb") as stream:
+        result = import_loans(db.session, utf8_lines(stream), source_name=path)
+    if not result.ok:
         db.session.rollback()
-        errors = result.errors if result else ["the file is not UTF-8 text"]
-        for error in errors:
+        for error in result.errors:
             click.echo(error, err=True)
-        click.echo(f"{len(errors)} error(s); nothing was imported", err=True)
+        click.echo(f"{len(result.errors)} error(s); nothing was imported", err=True)
         sys.exit(1)
     db.session.commit()
     click.echo(

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
@@ -57,10 +58,12 @@ EXPORT_COLUMNS = (
     "next_due_on",
 )
 MAX_INSTALLMENTS = 520
+MAX_TOTAL = Decimal("999999999999.99")  # NUMERIC(14, 2)
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _NATIONAL_ID = re.compile(r"^[A-Za-z0-9]{1,32}$")
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _CHUNK = 2000
+NAIROBI = ZoneInfo("Africa/Nairobi")
 
 
 @dataclass
@@ -133,6 +136,25 @@ class _Line:
             return ZERO
 
 
+class NotUTF8(ValueError):
+    """A line of the file is not UTF-8 text."""
+
+
+def utf8_lines(binary: Iterable[bytes]) -> Iterator[str]:
+    """Decode an uploaded file line by line, so a bad byte is reported on its own line.
+    A UTF-8 byte-order mark (Excel's "CSV UTF-8") is dropped."""
+    for number, raw in enumerate(binary, start=1):
+        if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]
+        try:
+            yield raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise NotUTF8(
+                f"line {number}: not UTF-8 text (byte {raw[exc.start]:#04x}); save the file "
+                "from your spreadsheet as CSV UTF-8"
+            ) from exc
+
+
 def read_loan_rows(lines: Iterable[str]) -> tuple[list[LoanRow], list[str]]:
     """Parse and check every row. Returns the good rows and the errors of the bad ones
     (line 1 is the header). Checks that need the database come later, in import_loans."""
@@ -140,7 +162,9 @@ def read_loan_rows(lines: Iterable[str]) -> tuple[list[LoanRow], list[str]]:
     reader = csv.DictReader(lines)
     try:
         header = [(h or "").strip().lower() for h in (reader.fieldnames or [])]
-    except (csv.Error, UnicodeDecodeError) as exc:
+    except NotUTF8 as exc:
+        return [], [str(exc)]
+    except csv.Error as exc:
         return [], [f"line 1: the file is not readable CSV ({exc})"]
     if not header:
         return [], ["line 1: the file is empty; expected a header row"]
@@ -179,7 +203,9 @@ def read_loan_rows(lines: Iterable[str]) -> tuple[list[LoanRow], list[str]]:
                 continue
             seen_people.setdefault(row.national_id, (row.borrower_name, row.line))
             rows.append(row)
-    except (csv.Error, UnicodeDecodeError) as exc:
+    except NotUTF8 as exc:
+        errors.append(str(exc))
+    except csv.Error as exc:
         errors.append(f"line {line_number + 1}: the file is not readable CSV ({exc})")
     if not rows and not errors:
         errors.append("line 2: the file has a header but no loans")
@@ -241,13 +267,15 @@ def _parse_row(line: _Line, phone_cache: dict[str, str]) -> LoanRow | None:
     if frequency and frequency not in ("weekly", "monthly"):
         line.error(f"unknown frequency {frequency!r}: use weekly or monthly")
     officer_email = line.text("officer_email", required=False, max_length=254).lower() or None
-    if officer_email and not _EMAIL.match(officer_email):
+    if officer_email and not EMAIL.match(officer_email):
         line.error(f"bad officer_email {officer_email!r}")
     if line.bad:
         return None
     total = principal + interest + fees
     if amount_paid > total:
         line.error(f"amount_paid {amount_paid} is more than the total due {total}")
+    if total > MAX_TOTAL:
+        line.error(f"total due {total} is more than the book can hold ({MAX_TOTAL})")
     if total < count * Decimal("0.01"):
         line.error(f"total due {total} is too small for {count} installments")
     if line.bad:
@@ -286,14 +314,12 @@ def import_loans(
     ID (a known ID with another name is an error), new phones are added to them, unknown
     officer e-mails become officer accounts without a password. Does not commit."""
     rows, errors = read_loan_rows(lines)
-    result = ImportResult(errors=errors)
-    if errors:
-        return result
-    result.errors = _check_against_book(session, rows)
+    errors = errors + _check_against_book(session, rows)
+    result = ImportResult(errors=sorted(errors, key=_line_of))
     if result.errors:
         return result
 
-    today = today or datetime.now(UTC).date()
+    today = today or datetime.now(NAIROBI).date()
     now = datetime.now(UTC)
     borrower_ids, result.borrowers_created = _save_borrowers(session, rows, now)
     officer_ids, result.officers_created = _save_officers(session, rows)
@@ -363,12 +389,15 @@ def _initial_status(row: LoanRow, today: date) -> str:
 
 def _check_against_book(session: Session, rows: list[LoanRow]) -> list[str]:
     errors = []
-    by_number = {r.loan_number: r for r in rows}
+    by_number = {r.loan_number.upper(): r for r in rows}
     for chunk in _chunks(list(by_number)):
-        for number in session.scalars(select(Loan.number).where(Loan.number.in_(chunk))):
+        for number in session.scalars(
+            select(Loan.number).where(func.upper(Loan.number).in_(chunk))
+        ):
+            row = by_number[number.upper()]
             errors.append(
-                f"line {by_number[number].line}: duplicate loan number {number} "
-                "(already in the book)"
+                f"line {row.line}: duplicate loan number {row.loan_number} "
+                f"(already in the book as {number})"
             )
     first_line = {}
     for r in rows:
@@ -383,8 +412,11 @@ def _check_against_book(session: Session, rows: list[LoanRow]) -> list[str]:
                     f"line {row.line}: national ID {national_id} is {name} in the book, "
                     f"not {row.borrower_name}"
                 )
-    errors.sort(key=lambda e: int(e.split()[1].rstrip(":")))
     return errors
+
+
+def _line_of(error: str) -> int:
+    return int(error.split()[1].rstrip(":"))
 
 
 def _insert_returning_ids(session: Session, model, rows: list[dict]) -> list[int]:

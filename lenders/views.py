@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-
 from flask import Blueprint, abort, flash, request, url_for
 from flask_login import current_user
 from flask_wtf import FlaskForm
@@ -11,7 +9,7 @@ from flask_wtf.file import FileAllowed, FileField, FileRequired
 
 from lenders import queries
 from lenders.extensions import db
-from lenders.importer import import_loans
+from lenders.importer import import_loans, utf8_lines
 from lenders.web import hx_redirect, nairobi_today, render_page, roles
 
 bp = Blueprint("lenders", __name__, url_prefix="/lenders")
@@ -88,15 +86,12 @@ def import_upload():
     if not form.validate():
         return render_page("lenders/import.html", "content", form=form, errors=[]), 422
     upload = form.file.data
-    try:
-        text = io.TextIOWrapper(upload.stream, encoding="utf-8-sig", newline="")
-        result = import_loans(
-            db.session, text, actor=current_user, source_name=upload.filename or "upload"
-        )
-    except UnicodeDecodeError:
-        db.session.rollback()
-        errors = ["the file is not UTF-8 text; save it from your spreadsheet as CSV UTF-8"]
-        return render_page("lenders/import.html", "content", form=form, errors=errors), 422
+    result = import_loans(
+        db.session,
+        utf8_lines(upload.stream),
+        actor=current_user,
+        source_name=upload.filename or "upload",
+    )
     if not result.ok:
         db.session.rollback()
         return render_page("lenders/import.html", "content", form=form, errors=result.errors), 422

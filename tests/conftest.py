@@ -190,12 +190,20 @@ _serial = count(1)
 
 @pytest.fixture
 def make_staff(app):
-    def make(role: str = "officer", *, email: str | None = None, name: str | None = None,
-             password: str = PASSWORD, active: bool = True) -> StaffUser:
+    def make(
+        role: str = "officer",
+        *,
+        email: str | None = None,
+        name: str | None = None,
+        password: str = PASSWORD,
+        active: bool = True,
+    ) -> StaffUser:
         n = next(_serial)
         user = StaffUser(
-            email=email or f"{role}{n}@example.test", name=name or f"{role.title()} {n}",
-            role=role, active=active,
+            email=email or f"{role}{n}@example.test",
+            name=name or f"{role.title()} {n}",
+            role=role,
+            active=active,
         )
         user.set_password(password)
         db.session.add(user)
@@ -207,15 +215,20 @@ def make_staff(app):
 
 @pytest.fixture
 def make_borrower(app):
-    def make(name: str = "Jane Wanjiku", *, national_id: str | None = None,
-             phones: tuple[str, ...] = ("0712345678",)) -> Borrower:
+    def make(
+        name: str = "Jane Wanjiku",
+        *,
+        national_id: str | None = None,
+        phones: tuple[str, ...] = ("0712345678",),
+    ) -> Borrower:
         n = next(_serial)
         borrower = Borrower(name=name, national_id=national_id or str(30_000_000 + n))
         for raw in phones:
             number = canonical_phone(raw)
             borrower.phones.append(
-                BorrowerPhone(number=number, sha256=phone_sha256(number),
-                              masked_key=masked_key(number))
+                BorrowerPhone(
+                    number=number, sha256=phone_sha256(number), masked_key=masked_key(number)
+                )
             )
         db.session.add(borrower)
         db.session.commit()
@@ -226,15 +239,29 @@ def make_borrower(app):
 
 @pytest.fixture
 def make_loan(app, make_borrower):
-    def make(*, borrower: Borrower | None = None, number: str | None = None,
-             principal: str = "9000.00", interest: str = "900.00", fees: str = "100.00",
-             disbursed_on: date = date(2025, 1, 15), installments: int = 4,
-             frequency: str = "monthly", officer: StaffUser | None = None):
+    def make(
+        *,
+        borrower: Borrower | None = None,
+        number: str | None = None,
+        principal: str = "9000.00",
+        interest: str = "900.00",
+        fees: str = "100.00",
+        disbursed_on: date = date(2025, 1, 15),
+        installments: int = 4,
+        frequency: str = "monthly",
+        officer: StaffUser | None = None,
+    ):
         loan = create_loan(
-            db.session, borrower or make_borrower(),
-            number=number or f"LOAN-{next(_serial):06d}", principal=Decimal(principal),
-            interest=Decimal(interest), fees=Decimal(fees), disbursed_on=disbursed_on,
-            installments=installments, frequency=frequency, officer=officer,
+            db.session,
+            borrower or make_borrower(),
+            number=number or f"LOAN-{next(_serial):06d}",
+            principal=Decimal(principal),
+            interest=Decimal(interest),
+            fees=Decimal(fees),
+            disbursed_on=disbursed_on,
+            installments=installments,
+            frequency=frequency,
+            officer=officer,
         )
         db.session.commit()
         return loan
@@ -246,8 +273,7 @@ class AuthActions:
     def __init__(self, client, make_staff):
         self.client, self.make_staff = client, make_staff
 
-    def login(self, role: str = "officer", user: StaffUser | None = None,
-              password: str = PASSWORD):
+    def login(self, role: str = "officer", user: StaffUser | None = None, password: str = PASSWORD):
         """Log in through the real form (CSRF on). Returns the logged-in user."""
         user = user or self.make_staff(role)
         token = self.client.csrf_token("/login")

@@ -67,16 +67,15 @@ def test_staff_reach_only_their_roles_areas(app, client, auth, role):
         allowed = POLICY[rule.endpoint]
         if allowed is None or rule.endpoint == "auth.logout":
             continue
-        response = client.open(
-            concrete_path(rule), method=method, headers={"X-CSRFToken": token}
-        )
+        response = client.open(concrete_path(rule), method=method, headers={"X-CSRFToken": token})
         if role in allowed:
             assert response.status_code != 403, rule
         else:
             assert response.status_code == 403, rule
             # the same through HTMX: a header never relaxes a check
             again = client.open(
-                concrete_path(rule), method=method,
+                concrete_path(rule),
+                method=method,
                 headers={"X-CSRFToken": token, "HX-Request": "true"},
             )
             assert again.status_code == 403, rule
@@ -142,8 +141,12 @@ def test_pages_carry_security_headers(client, auth):
     auth.login("officer")
     response = client.get("/lenders/borrowers/")
     csp = response.headers["Content-Security-Policy"]
-    for directive in ("default-src 'self'", "object-src 'none'", "base-uri 'none'",
-                      "frame-ancestors 'none'"):
+    for directive in (
+        "default-src 'self'",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "frame-ancestors 'none'",
+    ):
         assert directive in csp
     assert "unsafe-eval" not in csp and "unsafe-inline" not in csp
     assert response.headers["X-Content-Type-Options"] == "nosniff"

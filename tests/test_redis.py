@@ -20,8 +20,9 @@ def redis_url():
 def login_attempt(client, email):
     page = client.get("/login").get_data(as_text=True)
     token = page.split('name="csrf_token" type="hidden" value="')[1].split('"')[0]
-    return client.post("/login", data={"email": email, "password": "wrong-password",
-                                        "csrf_token": token})
+    return client.post(
+        "/login", data={"email": email, "password": "wrong-password", "csrf_token": token}
+    )
 
 
 def test_login_limit_is_shared_by_workers_through_redis(database_url, redis_url):

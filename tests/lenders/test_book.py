@@ -156,7 +156,10 @@ def test_concurrent_repayments_on_one_loan_lose_nothing(app, make_loan):
             try:
                 barrier.wait()
                 post_repayment(
-                    db.session, db.session.get(Loan, loan_id), D("123.45"), source="mpesa",
+                    db.session,
+                    db.session.get(Loan, loan_id),
+                    D("123.45"),
+                    source="mpesa",
                     reference=f"TK{n}",
                 )
                 db.session.commit()

@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lenders.money import InvalidAmount, format_kes, parse_amount
-from lenders.references import reference_key
 from lenders.phones import InvalidPhone, canonical_phone, mask_phone, masked_key, phone_sha256
+from lenders.references import reference_key
 from lenders.schedule import add_months, build_schedule, due_dates, installment_amounts
 
 
@@ -66,8 +66,12 @@ def test_floats_are_never_money():
 
 @pytest.mark.parametrize(
     "value, shown",
-    [(Decimal("1500"), "KES 1,500.00"), (Decimal("1234567.5"), "KES 1,234,567.50"),
-     (Decimal("-20"), "-KES 20.00"), (Decimal("0"), "KES 0.00")],
+    [
+        (Decimal("1500"), "KES 1,500.00"),
+        (Decimal("1234567.5"), "KES 1,234,567.50"),
+        (Decimal("-20"), "-KES 20.00"),
+        (Decimal("0"), "KES 0.00"),
+    ],
 )
 def test_money_is_shown_as_kes(value, shown):
     assert format_kes(value) == shown
@@ -75,20 +79,27 @@ def test_money_is_shown_as_kes(value, shown):
 
 def test_monthly_due_dates_clamp_to_month_end_without_drifting():
     assert due_dates(date(2025, 1, 31), 4, "monthly") == [
-        date(2025, 2, 28), date(2025, 3, 31), date(2025, 4, 30), date(2025, 5, 31)
+        date(2025, 2, 28),
+        date(2025, 3, 31),
+        date(2025, 4, 30),
+        date(2025, 5, 31),
     ]
     assert add_months(date(2023, 11, 30), 3) == date(2024, 2, 29)
 
 
 def test_weekly_due_dates_are_seven_days_apart_starting_one_week_after_disbursement():
     assert due_dates(date(2025, 1, 1), 3, "weekly") == [
-        date(2025, 1, 8), date(2025, 1, 15), date(2025, 1, 22)
+        date(2025, 1, 8),
+        date(2025, 1, 15),
+        date(2025, 1, 22),
     ]
 
 
 def test_last_installment_takes_the_rounding():
     assert installment_amounts(Decimal("1000.00"), 3) == [
-        Decimal("333.33"), Decimal("333.33"), Decimal("333.34")
+        Decimal("333.33"),
+        Decimal("333.33"),
+        Decimal("333.34"),
     ]
 
 
