@@ -12,6 +12,8 @@ from lenders import views as lenders_views
 from lenders.config import config_from_env
 from lenders.extensions import csrf, db, htmx, limiter, login_manager, migrate
 from lenders.web import init_web, roles, unauthorized_to_login
+from payments import callbacks as payments_callbacks
+from payments import cli as payments_cli
 from payments import views as payments_views
 
 
@@ -39,7 +41,9 @@ def create_app(config: dict | None = None) -> Flask:
     app.register_blueprint(auth.bp)
     app.register_blueprint(lenders_views.bp)
     app.register_blueprint(payments_views.bp)
+    app.register_blueprint(payments_callbacks.bp)
     app.cli.add_command(lenders_cli.group)
+    app.cli.add_command(payments_cli.group)
 
     @app.get("/")
     @roles("admin", "officer")

@@ -1,0 +1,126 @@
+"""The public endpoints Safaricom calls: /payments/c2b/<token>/validation and
+/confirmation. Exempt from CSRF and login and nothing else: a wrong token is a 404 with
+nothing written, every answer is Daraja-shaped JSON, and no body makes them answer 5xx."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+
+from flask import Blueprint, jsonify, request
+from sqlalchemy import select
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from lenders.extensions import csrf, db
+from lenders.web import public
+from payments import intake
+from payments.jobs import enqueue, process_payment_job
+from payments.models import CallbackLog, Shortcode
+
+bp = Blueprint("c2b", __name__, url_prefix="/payments/c2b")
+csrf.exempt(bp)
+security_log = logging.getLogger("marejesho.security")
+MAX_BODY = 64 * 1024
+ACKNOWLEDGED = {"ResultCode": 0, "ResultDesc": "Accepted"}
+KEPT_HEADERS = ("User-Agent", "Content-Type", "Content-Length", "X-Forwarded-For", "X-Real-IP")
+
+
+def find_shortcode(token: str) -> Shortcode | None:
+    """The shortcode whose callback token this is (compared in constant time)."""
+    if not token or len(token) > 64:
+        return None
+    shortcode = db.session.scalar(select(Shortcode).where(Shortcode.callback_token == token))
+    if shortcode is None or not hmac.compare_digest(shortcode.callback_token, token):
+        return None
+    return shortcode
+
+
+def read_body() -> bytes:
+    """The raw body, at most 64 KiB (413 beyond)."""
+    request.max_content_length = MAX_BODY
+    body = request.stream.read(MAX_BODY + 1)
+    if len(body) > MAX_BODY:
+        raise RequestEntityTooLarge()
+    return body
+
+
+def gatekeep(token: str):
+    """The shortcode, or the answer to refuse with (404 wrong token, 403 source IP)."""
+    shortcode = find_shortcode(token)
+    if shortcode is None:
+        security_log.warning("callback with an unknown token from %s", request.remote_addr)
+        return None, (jsonify(errorCode="404.001.01", errorMessage="Resource not found"), 404)
+    if not intake.source_allowed(shortcode, request.remote_addr):
+        security_log.warning(
+            "callback for shortcode %s from %s, not on its allow-list",
+            shortcode.number,
+            request.remote_addr,
+        )
+        return None, (jsonify(intake.reject("C2B00016")), 403)
+    return shortcode, None
+
+
+@bp.post("/<token>/confirmation")
+@public
+def confirmation(token: str):
+    """Store the payment (or the unreadable body), commit, then process it; Safaricom hears
+    "Accepted" only once the payment is in the database."""
+    shortcode, refusal = gatekeep(token)
+    if refusal:
+        return refusal
+    headers = {k: request.headers[k][:200] for k in KEPT_HEADERS if k in request.headers}
+    stored = intake.record_confirmation(
+        db.session, shortcode, read_body(), source_ip=request.remote_addr, headers=headers
+    )
+    db.session.commit()
+    if stored.needs_processing:
+        try:
+            enqueue(process_payment_job, stored.payment_id)
+        except Exception:  # noqa: BLE001 - stored and acknowledged; the sweeper retries
+            logging.getLogger("marejesho.jobs").exception(
+                "could not enqueue payment %s; it waits in received", stored.payment_id
+            )
+    return jsonify(ACKNOWLEDGED)
+
+
+@bp.post("/<token>/validation")
+@public
+def validation(token: str):
+    """Accept or reject before the money moves, with Daraja's codes, in milliseconds."""
+    shortcode, refusal = gatekeep(token)
+    if refusal:
+        return refusal
+    body = read_body()
+    answer, why, status = intake.validate_payment(db.session, shortcode, body)
+    accepted = answer["ResultCode"] == "0"
+    db.session.add(
+        CallbackLog(
+            shortcode_id=shortcode.id,
+            kind="validation",
+            source_ip=request.remote_addr,
+            body=body.decode("utf-8", errors="replace").replace("\x00", "\ufffd"),
+            outcome="accepted" if accepted else f"rejected:{answer['ResultCode']}",
+            error=None if accepted else why,
+        )
+    )
+    db.session.commit()
+    return jsonify(answer), status
+
+
+@bp.errorhandler(413)
+def too_large(error):
+    return jsonify(intake.reject("C2B00016") | {"ResultDesc": "Rejected: body too large"}), 413
+
+
+@bp.errorhandler(405)
+def wrong_method(error):
+    return jsonify(errorCode="405.001", errorMessage="Method Not Allowed"), 405
+
+
+@bp.errorhandler(Exception)
+def unexpected(error):
+    """Infrastructure failure (the database is down): say so in Daraja's shape. Nothing
+    was acknowledged, so reconciliation will bring the payment in."""
+    db.session.rollback()
+    logging.getLogger("marejesho.callbacks").exception("callback failed")
+    return jsonify(errorCode="503.001", errorMessage="Service unavailable, try again"), 503

@@ -1,0 +1,87 @@
+"""``flask payments …`` commands (CONTRACT §3)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import click
+from flask import current_app
+from flask.cli import with_appcontext
+from sqlalchemy import select
+
+from lenders.extensions import db
+from lenders.importer import write_csv
+from payments.exports import shortcode_json, transaction_rows
+from payments.jobs import sweep_received_payments
+from payments.models import Shortcode
+
+group = click.Group("payments", help="M-Pesa shortcodes, callbacks and payments.")
+
+
+@group.command("add-shortcode")
+@click.argument("number")
+@click.option("--name", required=True)
+@click.option("--kind", type=click.Choice(["paybill", "till"]), default="paybill")
+@click.option("--environment", type=click.Choice(["sandbox", "production"]), default="sandbox")
+@click.option(
+    "--register-version",
+    type=click.Choice(["v1", "v2"]),
+    default="v2",
+    help="v1: Safaricom sends payers' numbers hashed; v2: masked.",
+)
+@with_appcontext
+def add_shortcode(
+    number: str, name: str, kind: str, environment: str, register_version: str
+) -> None:
+    """Create a shortcode with a fresh callback token; prints it as JSON."""
+    if not re.fullmatch(r"\d{5,7}", number):
+        raise click.BadParameter("a shortcode is 5 to 7 digits", param_hint="NUMBER")
+    if db.session.scalar(select(Shortcode).where(Shortcode.number == number)):
+        raise click.ClickException(f"shortcode {number} exists already")
+    shortcode = Shortcode(
+        number=number,
+        name=name,
+        kind=kind,
+        environment=environment,
+        register_version=register_version,
+    )
+    db.session.add(shortcode)
+    db.session.commit()
+    click.echo(json.dumps(shortcode_json(shortcode, current_app.config["PUBLIC_BASE_URL"])))
+
+
+@group.command("shortcodes")
+@click.option("--json", "as_json", is_flag=True, help="A JSON list, for scripts.")
+@with_appcontext
+def shortcodes(as_json: bool) -> None:
+    """List shortcodes with their callback URLs."""
+    items = [
+        shortcode_json(s, current_app.config["PUBLIC_BASE_URL"])
+        for s in db.session.scalars(select(Shortcode).order_by(Shortcode.number))
+    ]
+    if as_json:
+        click.echo(json.dumps(items, indent=2))
+        return
+    for item in items:
+        click.echo(f"{item['number']} {item['name']} ({item['kind']}, {item['environment']})")
+        click.echo(f"  validation:   {item['validation_url']}")
+        click.echo(f"  confirmation: {item['confirmation_url']}")
+
+
+@group.command("sweep")
+@with_appcontext
+def sweep() -> None:
+    """Re-enqueue payments stuck in ``received``."""
+    count = sweep_received_payments()
+    click.echo(f"re-enqueued {count} payment(s)")
+
+
+@group.command("export-transactions")
+@click.argument("path", type=click.Path(dir_okay=False, writable=True))
+@with_appcontext
+def export_transactions(path: str) -> None:
+    """Write every C2B payment as CSV (masked MSISDNs only)."""
+    with open(path, "w", encoding="utf-8", newline="") as stream:
+        count = write_csv(transaction_rows(db.session), stream)
+    click.echo(f"exported {count} payments to {path}")

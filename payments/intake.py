@@ -1,0 +1,167 @@
+"""Storing what Safaricom sends: store first, acknowledge second, process third."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from dataclasses import dataclass
+from decimal import Decimal
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from lenders.book import record_audit
+from payments.matching import find_reference
+from payments.models import C2BPayment, CallbackLog, Shortcode
+from payments.parsing import C2BNotice, NotDaraja, parse_c2b, received_time
+
+log = logging.getLogger("marejesho.callbacks")
+security_log = logging.getLogger("marejesho.security")
+
+
+@dataclass(frozen=True)
+class Stored:
+    """What became of one confirmation."""
+
+    outcome: str  # stored | duplicate | conflict | quarantined
+    payment_id: int | None = None
+
+    @property
+    def needs_processing(self) -> bool:
+        return self.outcome == "stored"
+
+
+def source_allowed(shortcode: Shortcode, address: str | None) -> bool:
+    """True when the shortcode has no allow-list or the address is on it."""
+    entries = [e.strip() for e in (shortcode.allowed_ips or "").split(",") if e.strip()]
+    if not entries:
+        return True
+    try:
+        ip = ipaddress.ip_address(address or "")
+    except ValueError:
+        return False
+    for entry in entries:
+        try:
+            if ip in ipaddress.ip_network(entry, strict=False):
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+def _same_payment(payment: C2BPayment, notice: C2BNotice) -> bool:
+    return payment.amount == notice.amount and payment.bill_ref == notice.bill_ref
+
+
+def record_confirmation(
+    session: Session,
+    shortcode: Shortcode,
+    body: bytes,
+    *,
+    source_ip: str | None,
+    headers: dict,
+) -> Stored:
+    """Keep the raw body and, when it is a Daraja C2B notice, the payment, in the caller's
+    transaction. A repeated TransID adds a log line and nothing else; the same TransID with
+    another amount or account flags the payment for review. Does not commit."""
+    entry = CallbackLog(
+        shortcode_id=shortcode.id,
+        kind="confirmation",
+        source_ip=source_ip,
+        headers=headers,
+        body=body.decode("utf-8", errors="replace").replace("\x00", "\ufffd"),
+        outcome="quarantined",
+    )
+    session.add(entry)
+    try:
+        notice = parse_c2b(body)
+        if notice.short_code and notice.short_code != shortcode.number:
+            raise NotDaraja(f"BusinessShortCode {notice.short_code} is not this URL's shortcode")
+    except NotDaraja as exc:
+        entry.error = str(exc)
+        log.warning("confirmation quarantined for shortcode %s: %s", shortcode.number, exc)
+        return Stored("quarantined")
+
+    payment = C2BPayment(
+        shortcode_id=shortcode.id,
+        trans_id=notice.trans_id,
+        trans_type=notice.trans_type,
+        trans_time=received_time(notice),
+        amount=notice.amount,
+        bill_ref=notice.bill_ref,
+        invoice_number=notice.invoice_number,
+        third_party_trans_id=notice.third_party_trans_id,
+        org_account_balance=notice.org_account_balance,
+        msisdn=notice.msisdn,
+        msisdn_form=notice.msisdn_form,
+        first_name=notice.first_name,
+        middle_name=notice.middle_name,
+        last_name=notice.last_name,
+        status="received",
+        error=None if notice.trans_time else "TransTime was unreadable; time of receipt used",
+    )
+    try:
+        with session.begin_nested():  # the unique constraint decides, even under races
+            session.add(payment)
+    except IntegrityError:
+        existing = session.scalars(
+            select(C2BPayment).where(
+                C2BPayment.shortcode_id == shortcode.id, C2BPayment.trans_id == notice.trans_id
+            )
+        ).one()
+        entry.payment_id = existing.id
+        if _same_payment(existing, notice):
+            entry.outcome = "duplicate"
+            log.info("duplicate confirmation %s ignored", notice.trans_id)
+            return Stored("duplicate", existing.id)
+        entry.outcome = "conflict"
+        entry.error = (
+            f"TransID {notice.trans_id} came again with amount {notice.amount} and "
+            f"account {notice.bill_ref!r}; first seen with {existing.amount} and "
+            f"{existing.bill_ref!r}"
+        )
+        flag_for_review(session, existing, entry.error)
+        security_log.warning("conflicting confirmation for %s", notice.trans_id)
+        return Stored("conflict", existing.id)
+    entry.outcome = "stored"
+    session.flush()
+    entry.payment_id = payment.id
+    return Stored("stored", payment.id)
+
+
+def flag_for_review(session: Session, payment: C2BPayment, why: str) -> None:
+    """Put a payment in front of an admin. Money already posted stays posted."""
+    before = {"status": payment.status}
+    payment.status = "review"
+    record_audit(
+        session, "payment.review", payment, before=before, after={"status": "review"}, reason=why
+    )
+
+
+# Validation answers (CONTRACT §5); ResultCode is a string here, as Daraja documents it.
+ACCEPT = {"ResultCode": "0", "ResultDesc": "Accepted"}
+
+
+def reject(code: str) -> dict:
+    return {"ResultCode": code, "ResultDesc": "Rejected"}
+
+
+def validate_payment(session: Session, shortcode: Shortcode, body: bytes) -> tuple[dict, str, int]:
+    """Daraja's validation answer, why, and the HTTP status (400 for a body that is not a
+    C2B notice). Reads, never waits on a queue: a couple of indexed lookups at most."""
+    try:
+        notice = parse_c2b(body)
+    except NotDaraja as exc:
+        code = "C2B00013" if "TransAmount" in str(exc) else "C2B00016"
+        return reject(code), str(exc), 400
+    if notice.short_code and notice.short_code != shortcode.number:
+        return reject("C2B00015"), "BusinessShortCode is not this URL's shortcode", 200
+    if notice.amount < Decimal("1.00"):
+        return reject("C2B00013"), "amount below KES 1", 200
+    if shortcode.validation_policy == "reject_unknown":
+        loan, borrower_id, _ = find_reference(session, notice.bill_ref)
+        if loan is None and borrower_id is None:
+            why = f"account {notice.bill_ref!r} names no loan or borrower"
+            return reject("C2B00012"), why, 200
+    return ACCEPT, "accepted", 200

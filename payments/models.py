@@ -1,0 +1,153 @@
+"""M-Pesa tables: shortcodes, every callback as it arrived, and C2B payments."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    Numeric,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from lenders.extensions import db
+from lenders.models import Borrower, Repayment, UTCDateTime, utcnow
+
+Money = Numeric(14, 2)
+PAYMENT_STATUSES = ("received", "posted", "unmatched", "failed", "reversed", "review")
+RULES = ("bill_ref", "single_loan", "amount", "oldest_due", "manual")
+
+
+def new_callback_token() -> str:
+    """160 bits from ``secrets``, in hex so no word Safaricom forbids can appear in it."""
+    return secrets.token_hex(20)
+
+
+class Shortcode(db.Model):
+    """A paybill or till that pays into this lender, with its callback token."""
+
+    __tablename__ = "shortcode"
+    __table_args__ = (
+        CheckConstraint("kind IN ('paybill', 'till')", name="kind"),
+        CheckConstraint("environment IN ('sandbox', 'production')", name="environment"),
+        CheckConstraint("register_version IN ('v1', 'v2')", name="register_version"),
+        CheckConstraint(
+            "validation_policy IN ('accept_all', 'reject_unknown')", name="validation_policy"
+        ),
+        CheckConstraint("amount_tolerance >= 0", name="amount_tolerance"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    number: Mapped[str] = mapped_column(String(12), unique=True)
+    name: Mapped[str] = mapped_column(String(120))
+    kind: Mapped[str] = mapped_column(String(8), default="paybill")
+    environment: Mapped[str] = mapped_column(String(12), default="sandbox")
+    callback_token: Mapped[str] = mapped_column(String(64), unique=True, default=new_callback_token)
+    # v1 sends the payer's MSISDN as a SHA-256 hash, v2 masked ("2547 ***** 126").
+    register_version: Mapped[str] = mapped_column(String(2), default="v2")
+    amount_tolerance: Mapped[Decimal] = mapped_column(Money, default=Decimal("10.00"))
+    validation_policy: Mapped[str] = mapped_column(String(16), default="accept_all")
+    # Comma-separated addresses or networks; empty accepts callbacks from anywhere.
+    allowed_ips: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    def __repr__(self) -> str:
+        return f"<Shortcode {self.number} {self.environment}>"
+
+
+class CallbackLog(db.Model):
+    """One request Safaricom (or anyone with the token) sent, kept as it arrived."""
+
+    __tablename__ = "callback_log"
+    __table_args__ = (Index("ix_callback_log_shortcode_received", "shortcode_id", "received_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    shortcode_id: Mapped[int] = mapped_column(ForeignKey("shortcode.id"))
+    kind: Mapped[str] = mapped_column(String(16))  # validation | confirmation
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    source_ip: Mapped[str | None] = mapped_column(String(45))
+    headers: Mapped[dict | None] = mapped_column(JSON)
+    body: Mapped[str] = mapped_column(Text)
+    # stored | duplicate | conflict | quarantined | accepted | rejected:<code>
+    outcome: Mapped[str] = mapped_column(String(32))
+    error: Mapped[str | None] = mapped_column(Text)
+    payment_id: Mapped[int | None] = mapped_column(ForeignKey("c2b_payment.id"))
+
+    def __repr__(self) -> str:
+        return f"<CallbackLog {self.kind} {self.outcome}>"
+
+
+payment_repayment = Table(
+    "payment_repayment",
+    db.metadata,
+    Column("payment_id", Integer, ForeignKey("c2b_payment.id"), primary_key=True),
+    Column("repayment_id", Integer, ForeignKey("repayment.id"), primary_key=True, unique=True),
+)
+
+
+class C2BPayment(db.Model):
+    """A customer's payment to a shortcode, unique per (shortcode, TransID): the database
+    constraint, not a check in code, is what makes a repeated callback change nothing."""
+
+    __tablename__ = "c2b_payment"
+    __table_args__ = (
+        UniqueConstraint("shortcode_id", "trans_id", name="uq_c2b_payment_shortcode_trans_id"),
+        CheckConstraint(
+            "status IN ('received', 'posted', 'unmatched', 'failed', 'reversed', 'review')",
+            name="status",
+        ),
+        CheckConstraint("amount > 0", name="amount_positive"),
+        Index("ix_c2b_payment_status_received", "status", "received_at"),
+        Index("ix_c2b_payment_trans_time", "trans_time"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    shortcode_id: Mapped[int] = mapped_column(ForeignKey("shortcode.id"))
+    trans_id: Mapped[str] = mapped_column(String(32))
+    trans_type: Mapped[str] = mapped_column(String(40), default="")
+    trans_time: Mapped[datetime] = mapped_column(UTCDateTime)
+    amount: Mapped[Decimal] = mapped_column(Money)
+    bill_ref: Mapped[str] = mapped_column(String(64), default="")
+    invoice_number: Mapped[str] = mapped_column(String(64), default="")
+    third_party_trans_id: Mapped[str] = mapped_column(String(64), default="")
+    org_account_balance: Mapped[Decimal | None] = mapped_column(Money)
+    # As Safaricom sent it: plain 2547…, a SHA-256 hex, or masked "2547 ***** 126".
+    msisdn: Mapped[str] = mapped_column(String(64), default="")
+    msisdn_form: Mapped[str] = mapped_column(String(8), default="")  # plain|hashed|masked|""
+    first_name: Mapped[str] = mapped_column(String(80), default="")
+    middle_name: Mapped[str] = mapped_column(String(80), default="")
+    last_name: Mapped[str] = mapped_column(String(80), default="")
+
+    status: Mapped[str] = mapped_column(String(12), default="received")
+    rule: Mapped[str | None] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)
+    borrower_id: Mapped[int | None] = mapped_column(ForeignKey("borrower.id"), index=True)
+    credit: Mapped[Decimal] = mapped_column(Money, default=Decimal("0.00"))
+    error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(default=0)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    shortcode: Mapped[Shortcode] = relationship()
+    borrower: Mapped[Borrower | None] = relationship()
+    repayments: Mapped[list[Repayment]] = relationship(
+        secondary=payment_repayment, order_by=Repayment.id
+    )
+
+    def __repr__(self) -> str:
+        return f"<C2BPayment {self.trans_id} {self.amount} {self.status}>"
+
+    @property
+    def payer_name(self) -> str:
+        return " ".join(p for p in (self.first_name, self.middle_name, self.last_name) if p)
