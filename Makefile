@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 FLASK := $(BIN)/flask --app app
 HOST ?= 127.0.0.1
 PORT ?= 5000
+DEMO_EVERY ?= 5
 
 .PHONY: run test install install-dev assets migrate demo lint bench clean
 
@@ -38,10 +39,16 @@ migrate: install
 
 demo: migrate
 	$(FLASK) lenders load-demo
+	$(FLASK) payments load-demo
 
+# The app, and beside it a loop that pays the demo paybill every few seconds.
 run: install assets demo
+	@echo "Callback URLs (Safaricom calls these):"
+	@$(FLASK) payments shortcodes
 	@echo "Marejesho at http://$(HOST):$(PORT)/ (Ctrl-C stops it)"
-	$(FLASK) run --host $(HOST) --port $(PORT)
+	@$(FLASK) payments demo-traffic --every $(DEMO_EVERY) & demo=$$!; \
+	  trap 'kill $$demo 2>/dev/null' EXIT INT TERM; \
+	  $(FLASK) run --host $(HOST) --port $(PORT)
 
 test: install-dev assets
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -41,7 +41,7 @@ def create_app(config: dict | None = None) -> Flask:
     app.register_blueprint(auth.bp)
     app.register_blueprint(lenders_views.bp)
     app.register_blueprint(payments_views.bp)
-    app.register_blueprint(payments_callbacks.bp)
+    payments_callbacks.init_app(app)
     app.cli.add_command(lenders_cli.group)
     app.cli.add_command(payments_cli.group)
 

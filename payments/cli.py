@@ -85,3 +85,39 @@ def export_transactions(path: str) -> None:
     with open(path, "w", encoding="utf-8", newline="") as stream:
         count = write_csv(transaction_rows(db.session), stream)
     click.echo(f"exported {count} payments to {path}")
+
+
+@group.command("load-demo")
+@with_appcontext
+def load_demo() -> None:
+    """Create the demo paybill (idempotent). Refused in production."""
+    from payments.demo import load_demo_shortcode
+
+    if current_app.config["ENV_NAME"] == "production":
+        raise click.ClickException("the demo paybill is never loaded in production")
+    load_demo_shortcode(db.session)
+    db.session.commit()
+
+
+@group.command("demo-traffic")
+@click.option("--every", default=5.0, show_default=True, help="Seconds between payments.")
+@click.option("--count", type=int, default=None, help="Stop after this many (default: never).")
+@click.option("--seed", type=int, default=None)
+@with_appcontext
+def demo_traffic(every: float, count: int | None, seed: int | None) -> None:
+    """Send realistic confirmations for the demo paybill to this app's callback URL."""
+    from sqlalchemy.orm import Session
+
+    from payments.demo import send_demo_traffic
+
+    if current_app.config["ENV_NAME"] == "production":
+        raise click.ClickException("demo traffic is never sent in production")
+    engine = db.engine
+    send_demo_traffic(
+        lambda: Session(engine),
+        current_app.config["PUBLIC_BASE_URL"],
+        every=every,
+        count=count,
+        seed=seed,
+        echo=click.echo,
+    )

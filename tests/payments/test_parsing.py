@@ -102,3 +102,18 @@ def test_control_characters_never_reach_the_book():
 def test_bodies_that_are_not_c2b_notices_say_why(raw):
     with pytest.raises(NotDaraja):
         parse_c2b(raw)
+
+
+def test_callback_tokens_are_redacted_from_access_logs():
+    import logging
+
+    from payments.callbacks import RedactCallbackTokens
+
+    record = logging.LogRecord(
+        "werkzeug", logging.INFO, __file__, 1, '%s - - "%s" %s -',
+        ("127.0.0.1", "POST /payments/c2b/8da94e4c59a78888aab5/confirmation HTTP/1.1", "200"),
+        None,
+    )
+    RedactCallbackTokens().filter(record)
+    assert "8da94e4c" not in record.getMessage()
+    assert "/payments/c2b/***/confirmation" in record.getMessage()
