@@ -5,7 +5,7 @@ that calls them owns the one transaction. Every change writes an audit event."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 from sqlalchemy import select
@@ -225,3 +225,27 @@ def create_loan(
     session.add(loan)
     record_audit(session, "loan.created", loan, actor=actor, after=loan_snapshot(loan))
     return loan
+
+
+def activate_disbursed_loans(session: Session, today: date) -> int:
+    """Pending loans whose disbursement day has come become active (one audit event each).
+    Returns how many."""
+    loans = list(
+        session.scalars(
+            select(Loan)
+            .where(Loan.status == "pending", Loan.disbursed_on <= today)
+            .with_for_update()
+        )
+    )
+    for loan in loans:
+        before = loan_snapshot(loan)
+        loan.status = "active"
+        record_audit(
+            session,
+            "loan.activated",
+            loan,
+            before=before,
+            after=loan_snapshot(loan),
+            reason=f"disbursed on {loan.disbursed_on.isoformat()}",
+        )
+    return len(loans)

@@ -173,6 +173,7 @@ class Loan(db.Model):
         ),
         CheckConstraint("installment_count >= 1", name="installment_count"),
         Index("ix_loan_officer_id_status", "officer_id", "status"),
+        Index("ix_loan_status_disbursed_on", "status", "disbursed_on"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -113,10 +113,15 @@ def process_payment_job(payment_id: int) -> str | None:
 
 
 def sweep_received_payments(older_than: timedelta = timedelta(seconds=30)) -> int:
-    """Re-enqueue payments left in ``received`` (Redis was down, a worker died)."""
+    """Re-enqueue payments left in ``received`` (Redis was down, a worker died), after
+    activating loans whose disbursement day has come so payments can find them."""
+    from lenders.book import activate_disbursed_loans
+    from lenders.web import nairobi_today
     from payments.models import C2BPayment
 
     with job_context():
+        activate_disbursed_loans(db.session, nairobi_today())
+        db.session.commit()
         cutoff = datetime.now(UTC) - older_than
         ids = list(
             db.session.scalars(

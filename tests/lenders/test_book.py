@@ -1,13 +1,20 @@
 """post_repayment and reverse_repayment: the only ways money moves on a loan."""
 
 import threading
+from datetime import date
 from decimal import Decimal
 
 import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import DatabaseError
 
-from lenders.book import BookError, loan_is_balanced, post_repayment, reverse_repayment
+from lenders.book import (
+    BookError,
+    activate_disbursed_loans,
+    loan_is_balanced,
+    post_repayment,
+    reverse_repayment,
+)
 from lenders.extensions import db
 from lenders.models import AuditEvent, Borrower, Installment, Loan, Repayment
 
@@ -181,3 +188,16 @@ def test_concurrent_repayments_on_one_loan_lose_nothing(app, make_loan):
         select(func.sum(Installment.amount_paid)).where(Installment.loan_id == loan_id)
     ) == D("1234.50")
     assert db.session.scalar(select(func.count(Repayment.id))) == 10
+
+
+def test_pending_loans_become_active_on_their_disbursement_day(make_loan):
+    loan = make_loan(disbursed_on=date(2025, 3, 10))
+    loan.status = "pending"
+    db.session.commit()
+    assert activate_disbursed_loans(db.session, date(2025, 3, 9)) == 0
+    assert activate_disbursed_loans(db.session, date(2025, 3, 10)) == 1
+    db.session.commit()
+    assert db.session.get(Loan, loan.id).status == "active"
+    assert db.session.scalars(
+        select(AuditEvent.action).order_by(AuditEvent.id.desc())
+    ).first() == "loan.activated"
