@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
-from sqlalchemy import select
+from sqlalchemy import inspect, select
 from sqlalchemy.orm import Session
 
 from lenders.models import (
@@ -39,12 +39,12 @@ def record_audit(
     reason: str | None = None,
 ) -> AuditEvent:
     """Append one audit event naming ``entity`` by its table and primary key."""
-    session.flush()  # the entity needs its id
+    session.flush()  # the entity needs its primary key
     event = AuditEvent(
         actor_id=actor.id if actor else None,
         action=action,
         entity_type=entity.__tablename__,
-        entity_id=str(entity.id),
+        entity_id=":".join(str(part) for part in inspect(entity).identity),
         before=before,
         after=after,
         reason=reason,

@@ -367,3 +367,17 @@ def _create_audit_triggers(table, connection, **kw):
     """For ``db.create_all`` (tests); the migration creates the same triggers."""
     for statement in AUDIT_APPEND_ONLY_SQL.get(connection.dialect.name, []):
         connection.exec_driver_sql(statement)
+
+
+class Setting(db.Model):
+    """A lender-wide switch an admin can change (e.g. maker-checker on reassignments)."""
+
+    __tablename__ = "setting"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[dict] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    updated_by_id: Mapped[int | None] = mapped_column(ForeignKey("staff_user.id"))
+
+    def __repr__(self) -> str:
+        return f"<Setting {self.key}>"

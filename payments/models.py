@@ -22,7 +22,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from lenders.extensions import db
-from lenders.models import Borrower, Repayment, UTCDateTime, utcnow
+from lenders.models import Borrower, Loan, Repayment, StaffUser, UTCDateTime, utcnow
 
 Money = Numeric(14, 2)
 PAYMENT_STATUSES = ("received", "posted", "unmatched", "failed", "reversed", "review")
@@ -151,3 +151,32 @@ class C2BPayment(db.Model):
     @property
     def payer_name(self) -> str:
         return " ".join(p for p in (self.first_name, self.middle_name, self.last_name) if p)
+
+
+class ReassignmentRequest(db.Model):
+    """An officer's request to move a posted payment to another loan, waiting for an
+    admin when maker-checker is on. Money moves only when it is approved."""
+
+    __tablename__ = "reassignment_request"
+    __table_args__ = (
+        CheckConstraint("status IN ('pending', 'approved', 'rejected')", name="status"),
+        Index("ix_reassignment_request_status", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    payment_id: Mapped[int] = mapped_column(ForeignKey("c2b_payment.id"))
+    to_loan_id: Mapped[int] = mapped_column(ForeignKey("loan.id"))
+    reason: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(12), default="pending")
+    requested_by_id: Mapped[int] = mapped_column(ForeignKey("staff_user.id"))
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    decided_by_id: Mapped[int | None] = mapped_column(ForeignKey("staff_user.id"))
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    decision_note: Mapped[str | None] = mapped_column(Text)
+
+    payment: Mapped[C2BPayment] = relationship()
+    to_loan: Mapped[Loan] = relationship()
+    requested_by: Mapped[StaffUser] = relationship(foreign_keys=[requested_by_id])
+
+    def __repr__(self) -> str:
+        return f"<ReassignmentRequest {self.payment_id} -> {self.to_loan_id} {self.status}>"

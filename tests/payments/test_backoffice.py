@@ -1,0 +1,242 @@
+"""Officers fix what the matcher could not: assign, reassign (with maker-checker),
+match again. Each is one audited step, scoped to the officer's portfolio."""
+
+from datetime import date
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import func, select
+
+from lenders.extensions import db
+from lenders.models import AuditEvent, Loan, Repayment
+from payments.backoffice import set_maker_checker
+from payments.models import C2BPayment, ReassignmentRequest
+from tests.payments.conftest import c2b_body
+
+pytestmark = pytest.mark.both_databases
+D = Decimal
+
+
+def stranger_payment(confirm, amount="1500.00"):
+    body = c2b_body(
+        BillRefNumber="no idea", MSISDN="2547 ***** 999", FirstName="STRANGER", TransAmount=amount
+    )
+    confirm(body)
+    db.session.expire_all()
+    return db.session.scalars(
+        select(C2BPayment).where(C2BPayment.trans_id == body["TransID"])
+    ).one()
+
+
+def loan_for(make_loan, make_borrower, officer, number, name="Grace Njeri"):
+    return make_loan(
+        borrower=make_borrower(name),
+        number=number,
+        officer=officer,
+        principal="10000.00",
+        interest="0",
+        fees="0",
+        installments=4,
+        disbursed_on=date(2025, 1, 1),
+    )
+
+
+def post_action(client, payment, action, **data):
+    return client.hx_post(
+        f"/payments/{payment.id}/{action}", data=data, token_from=f"/payments/{payment.id}"
+    )
+
+
+def test_officer_assigns_an_unmatched_payment_to_a_loan_with_a_reason(
+    client, auth, shortcode, confirm, make_loan, make_borrower
+):
+    officer = auth.login("officer")
+    loan = loan_for(make_loan, make_borrower, officer, "LOAN-000777")
+    payment = stranger_payment(confirm)
+    assert payment.status == "unmatched"
+
+    response = post_action(
+        client,
+        payment,
+        "assign",
+        loan_number="loan 777",
+        reason="borrower called: paid from his wife's phone",
+    )
+    assert response.status_code == 204 and response.headers["HX-Redirect"]
+    db.session.expire_all()
+    payment = db.session.get(C2BPayment, payment.id)
+    assert payment.status == "posted" and payment.rule == "manual"
+    assert "wife's phone" in payment.reason
+    assert db.session.get(Loan, loan.id).paid == D("1500.00")
+    event = db.session.scalars(
+        select(AuditEvent).where(
+            AuditEvent.entity_type == "c2b_payment", AuditEvent.action == "payment.posted"
+        )
+    ).one()
+    assert event.actor_id == officer.id
+
+
+def test_assigning_without_a_reason_is_refused_with_a_form_error(
+    client, auth, shortcode, confirm, make_loan, make_borrower
+):
+    officer = auth.login("officer")
+    loan_for(make_loan, make_borrower, officer, "LOAN-000778")
+    payment = stranger_payment(confirm)
+    response = post_action(client, payment, "assign", loan_number="LOAN-000778", reason=" ")
+    assert response.status_code == 422
+    assert "Say why" in response.get_data(as_text=True)
+    db.session.expire_all()
+    assert db.session.get(C2BPayment, payment.id).status == "unmatched"
+
+
+def test_officer_cannot_assign_to_another_officers_loan(
+    client, auth, make_staff, shortcode, confirm, make_loan, make_borrower
+):
+    auth.login("officer")
+    theirs = loan_for(make_loan, make_borrower, make_staff("officer"), "LOAN-000779")
+    payment = stranger_payment(confirm)
+    response = post_action(client, payment, "assign", loan_number=theirs.number, reason="x")
+    assert response.status_code == 422
+    db.session.expire_all()
+    assert db.session.get(Loan, theirs.id).paid == 0
+
+
+def test_officer_cannot_open_a_payment_posted_to_another_portfolio(
+    client, auth, make_staff, shortcode, confirm, make_loan, make_borrower
+):
+    auth.login("officer")
+    theirs = loan_for(make_loan, make_borrower, make_staff("officer"), "LOAN-000780")
+    confirm(c2b_body(BillRefNumber=theirs.number, TransID="TK6THEIRS1"))
+    db.session.expire_all()
+    payment = db.session.scalars(
+        select(C2BPayment).where(C2BPayment.trans_id == "TK6THEIRS1")
+    ).one()
+    assert payment.status == "posted"
+    assert client.get(f"/payments/{payment.id}").status_code == 404
+    assert post_action(client, payment, "reassign", loan_number="x", reason="x").status_code == 404
+    listing = client.get("/payments/transactions/").get_data(as_text=True)
+    assert "TK6THEIRS1" not in listing
+
+
+def test_reassigning_moves_the_money_in_one_step_and_both_loans_show_it(
+    client, auth, shortcode, confirm, make_loan, make_borrower
+):
+    officer = auth.login("officer")
+    wrong = loan_for(make_loan, make_borrower, officer, "LOAN-000781", "Ann Wrong")
+    right = loan_for(make_loan, make_borrower, officer, "LOAN-000782", "Ann Right")
+    confirm(c2b_body(BillRefNumber=wrong.number, TransID="TK6REASSN1", TransAmount="2000"))
+    db.session.expire_all()
+    payment = db.session.scalars(
+        select(C2BPayment).where(C2BPayment.trans_id == "TK6REASSN1")
+    ).one()
+
+    response = post_action(
+        client,
+        payment,
+        "reassign",
+        loan_number=right.number,
+        reason="typed her sister's loan number",
+    )
+    assert response.status_code == 204
+    db.session.expire_all()
+    assert db.session.get(Loan, wrong.id).paid == 0
+    assert db.session.get(Loan, right.id).paid == D("2000.00")
+    payment = db.session.get(C2BPayment, payment.id)
+    assert payment.status == "posted" and payment.rule == "manual"
+    reversed_ = db.session.scalars(select(Repayment).where(Repayment.loan_id == wrong.id)).one()
+    assert reversed_.reversed and "sister" in reversed_.reversal_reason
+    for loan in (wrong, right):
+        page = client.get(f"/lenders/loans/{loan.number}").get_data(as_text=True)
+        assert "TK6REASSN1" in page
+
+
+def test_with_maker_checker_an_officers_reassignment_waits_for_an_admin(
+    app, client, auth, make_staff, shortcode, confirm, make_loan, make_borrower
+):
+    admin = make_staff("admin")
+    set_maker_checker(db.session, True, actor=admin)
+    db.session.commit()
+    officer = auth.login("officer")
+    wrong = loan_for(make_loan, make_borrower, officer, "LOAN-000783", "Ben Wrong")
+    right = loan_for(make_loan, make_borrower, officer, "LOAN-000784", "Ben Right")
+    confirm(c2b_body(BillRefNumber=wrong.number, TransID="TK6CHECKR1", TransAmount="900"))
+    db.session.expire_all()
+    payment = db.session.scalars(
+        select(C2BPayment).where(C2BPayment.trans_id == "TK6CHECKR1")
+    ).one()
+
+    assert (
+        post_action(
+            client, payment, "reassign", loan_number=right.number, reason="wrong loan"
+        ).status_code
+        == 204
+    )
+    db.session.expire_all()
+    assert db.session.get(Loan, wrong.id).paid == D("900.00")  # nothing moved yet
+    request = db.session.scalars(select(ReassignmentRequest)).one()
+    assert request.status == "pending"
+
+    auth.logout()
+    auth.login(user=admin)
+    token = client.csrf_token("/payments/reassignments/")
+    response = client.post(
+        f"/payments/reassignments/{request.id}/approve", data={"csrf_token": token}
+    )
+    assert response.status_code == 303
+    db.session.expire_all()
+    assert db.session.get(Loan, wrong.id).paid == 0
+    assert db.session.get(Loan, right.id).paid == D("900.00")
+    assert db.session.get(ReassignmentRequest, request.id).status == "approved"
+
+
+def test_matching_again_after_a_phone_is_added_posts_the_payment(
+    client, auth, shortcode, confirm, make_loan, make_borrower
+):
+    officer = auth.login("officer")
+    loan_for(make_loan, make_borrower, officer, "LOAN-000785", "Stranger Otieno")
+    payment = stranger_payment(confirm)
+    assert payment.status == "unmatched"
+    # the officer learns the payer's number and adds it to the borrower
+    from lenders.models import Borrower, BorrowerPhone
+    from lenders.phones import masked_key, phone_sha256
+
+    borrower = db.session.scalars(select(Borrower).where(Borrower.name == "Stranger Otieno")).one()
+    number = "254700111999"
+    borrower.phones.append(
+        BorrowerPhone(number=number, sha256=phone_sha256(number), masked_key=masked_key(number))
+    )
+    db.session.commit()
+    token = client.csrf_token("/payments/unmatched/")
+    response = client.post(
+        "/payments/reprocess",
+        data={"csrf_token": token, "payment_id": [str(payment.id)]},
+        headers={"HX-Request": "true"},
+    )
+    assert response.status_code == 200 and "posted" in response.get_data(as_text=True)
+    db.session.expire_all()
+    assert db.session.get(C2BPayment, payment.id).status == "posted"
+
+
+def test_transactions_filter_by_phone_in_any_form_and_export_the_same_set(
+    client, auth, shortcode, confirm
+):
+    auth.login("admin")
+    confirm(c2b_body(TransID="TK6PHONE01", MSISDN="254712345678"))
+    confirm(c2b_body(TransID="TK6PHONE02", MSISDN="254799999999"))
+    page = client.get("/payments/transactions/?phone=0712+345+678").get_data(as_text=True)
+    assert "TK6PHONE01" in page and "TK6PHONE02" not in page
+    csv_text = client.get("/payments/transactions/export.csv?phone=0712345678").get_data(True)
+    assert "TK6PHONE01" in csv_text and "TK6PHONE02" not in csv_text
+    assert csv_text.splitlines()[0].startswith("trans_id,shortcode,trans_time")
+
+
+def test_dashboard_counts_what_waits(client, auth, shortcode, confirm):
+    auth.login("admin")
+    stranger_payment(confirm)
+    page = client.get("/payments/dashboard/").get_data(as_text=True)
+    assert "1</a> unmatched" in page
+    fragment = client.get(
+        "/payments/dashboard/", headers={"HX-Request": "true", "HX-Target": "figures"}
+    )
+    assert "<html" not in fragment.get_data(as_text=True)
+    assert db.session.scalar(select(func.count()).select_from(C2BPayment)) == 1
