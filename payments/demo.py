@@ -89,6 +89,12 @@ def demo_confirmation(session: Session, rng: random.Random) -> dict:
         bill_ref = "0" + phone[3:]
     elif scenario < 0.75:
         msisdn = phone_sha256(phone)
+    elif scenario < 0.8 and loan:  # a typo: two digits swapped, for the suggestions
+        digits = str(int("".join(ch for ch in loan.number if ch.isdigit()) or "0"))
+        if len(digits) > 1:
+            i = rng.randrange(len(digits) - 1)
+            digits = digits[:i] + digits[i + 1] + digits[i] + digits[i + 2 :]
+        bill_ref, msisdn, first = f"LOAN-{digits}", "2547 ***** 000", "RELATIVE"
     elif scenario < 0.85:
         bill_ref, msisdn, first = (
             rng.choice(["rent", "school fees", "x", ""]),
