@@ -6,6 +6,7 @@ FLASK := $(BIN)/flask --app app
 HOST ?= 127.0.0.1
 PORT ?= 5000
 DEMO_EVERY ?= 5
+EMULATOR_PORT ?= 5055
 
 .PHONY: run test install install-dev assets migrate demo lint bench clean
 
@@ -47,8 +48,10 @@ run: install assets demo
 	@echo "Callback URLs (Safaricom calls these):"
 	@$(FLASK) payments shortcodes
 	@echo "Marejesho at http://$(HOST):$(PORT)/ (Ctrl-C stops it)"
-	@$(FLASK) payments demo-traffic --every $(DEMO_EVERY) & demo=$$!; \
-	  trap 'kill $$demo 2>/dev/null' EXIT INT TERM; \
+	@echo "Daraja emulator at http://$(HOST):$(EMULATOR_PORT)/"
+	@$(FLASK) payments emulator --host $(HOST) --port $(EMULATOR_PORT) & emulator=$$!; \
+	  $(FLASK) payments demo-traffic --every $(DEMO_EVERY) & demo=$$!; \
+	  trap 'kill $$demo $$emulator 2>/dev/null' EXIT INT TERM; \
 	  $(FLASK) run --host $(HOST) --port $(PORT)
 
 test: install-dev assets

@@ -6,7 +6,7 @@ from flask import Flask, redirect, render_template, url_for
 from flask_wtf.csrf import CSRFError
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from lenders import auth, database
+from lenders import auth, database, vault
 from lenders import cli as lenders_cli
 from lenders import views as lenders_views
 from lenders.config import config_from_env
@@ -29,6 +29,7 @@ def create_app(config: dict | None = None) -> Flask:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
 
     db.init_app(app)
+    vault.init_app(app)
     database.init_app(app)
     migrate.init_app(app, db, directory=str(database.MIGRATIONS_DIR), render_as_batch=True)
     login_manager.init_app(app)

@@ -48,9 +48,12 @@ def get_metadata():
 def render_item(type_, obj, autogen_context):
     """Write our column types as the plain SQLAlchemy types they store as."""
     from lenders.models import UTCDateTime
+    from lenders.vault import EncryptedText
 
     if type_ == 'type' and isinstance(obj, UTCDateTime):
         return 'sa.DateTime(timezone=True)'
+    if type_ == 'type' and isinstance(obj, EncryptedText):
+        return 'sa.Text()'
     return False
 
 

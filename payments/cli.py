@@ -121,3 +121,34 @@ def demo_traffic(every: float, count: int | None, seed: int | None) -> None:
         seed=seed,
         echo=click.echo,
     )
+
+
+@group.command("rotate-keys")
+@with_appcontext
+def rotate_keys() -> None:
+    """Re-encrypt every stored credential under the first MAREJESHO_ENCRYPTION_KEYS key.
+    Then the old keys can be removed from the list."""
+    from payments.credentials import rotate_credentials
+
+    count = rotate_credentials(db.session)
+    db.session.commit()
+    click.echo(f"re-encrypted {count} secret(s) under the first key")
+
+
+@group.command("emulator")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5055, show_default=True, type=int)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.File("r"),
+    help="A JSON object of settings over the emulator's defaults (apps, delays, faults).",
+)
+@with_appcontext
+def emulator(host: str, port: int, config_file) -> None:
+    """Run the local Daraja emulator (sandbox only; never in production)."""
+    from payments.daraja.emulator import serve
+
+    if current_app.config["ENV_NAME"] == "production":
+        raise click.ClickException("the Daraja emulator never runs in production")
+    serve(host, port, json.load(config_file) if config_file else None)

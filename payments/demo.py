@@ -16,11 +16,11 @@ from sqlalchemy.orm import Session
 
 from lenders.models import Loan
 from lenders.phones import phone_sha256
+from payments.daraja.emulator_payloads import receipt
 from payments.models import Shortcode
 
 DEMO_SHORTCODE = "600984"
 NAIROBI = ZoneInfo("Africa/Nairobi")
-_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 
 
 def load_demo_shortcode(session: Session) -> Shortcode:
@@ -37,14 +37,6 @@ def load_demo_shortcode(session: Session) -> Shortcode:
         session.add(shortcode)
         session.flush()
     return shortcode
-
-
-def receipt_number(rng: random.Random, now: datetime) -> str:
-    """Safaricom's receipt shape: year letter, month letter, day, then 7 characters."""
-    year = chr(ord("L") + now.year - 2017)
-    month = chr(ord("A") + now.month - 1)
-    day = str(now.day) if now.day < 10 else chr(ord("A") + now.day - 10)
-    return year + month + day + "".join(rng.choice(_LETTERS) for _ in range(7))
 
 
 def sloppy(number: str, rng: random.Random) -> str:
@@ -105,7 +97,7 @@ def demo_confirmation(session: Session, rng: random.Random) -> dict:
         bill_ref = rng.choice(["", "mkopo", "pay"])
     return {
         "TransactionType": "Pay Bill",
-        "TransID": receipt_number(rng, now),
+        "TransID": receipt(now),
         "TransTime": now.strftime("%Y%m%d%H%M%S"),
         "TransAmount": f"{max(amount, Decimal(10)):.2f}",
         "BusinessShortCode": DEMO_SHORTCODE,

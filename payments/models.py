@@ -23,6 +23,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from lenders.extensions import db
 from lenders.models import Borrower, Loan, Repayment, StaffUser, UTCDateTime, utcnow
+from lenders.vault import EncryptedText
 
 Money = Numeric(14, 2)
 PAYMENT_STATUSES = ("received", "posted", "unmatched", "failed", "reversed", "review")
@@ -61,6 +62,15 @@ class Shortcode(db.Model):
     # Comma-separated addresses or networks; empty accepts callbacks from anywhere.
     allowed_ips: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Daraja credentials, encrypted at rest and never rendered back into a page.
+    consumer_key: Mapped[str | None] = mapped_column(EncryptedText)
+    consumer_secret: Mapped[str | None] = mapped_column(EncryptedText)
+    passkey: Mapped[str | None] = mapped_column(EncryptedText)
+    initiator_name: Mapped[str | None] = mapped_column(String(80))
+    initiator_password: Mapped[str | None] = mapped_column(EncryptedText)
+    urls_registered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    SECRET_FIELDS = ("consumer_key", "consumer_secret", "passkey", "initiator_password")
 
     def __repr__(self) -> str:
         return f"<Shortcode {self.number} {self.environment}>"

@@ -162,10 +162,18 @@ class HtmxClient:
 def app_factory(database_url):
     """Build another app on the test's database with some settings changed."""
 
-    def build(**overrides):
-        return create_app(test_config(database_url) | overrides)
+    built = []
 
-    return build
+    def build(**overrides):
+        app = create_app(test_config(database_url) | overrides)
+        built.append(app)
+        return app
+
+    yield build
+    for app in built:  # close their connections, or the garbage collector complains
+        with app.app_context():
+            db.session.remove()
+            db.engine.dispose()
 
 
 @pytest.fixture
