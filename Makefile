@@ -52,6 +52,7 @@ run: install assets demo
 	@$(FLASK) payments emulator --host $(HOST) --port $(EMULATOR_PORT) & emulator=$$!; \
 	  $(FLASK) payments demo-traffic --every $(DEMO_EVERY) & demo=$$!; \
 	  trap 'kill $$demo $$emulator 2>/dev/null' EXIT INT TERM; \
+	  MAREJESHO_DARAJA_SANDBOX_URL=$${MAREJESHO_DARAJA_SANDBOX_URL:-http://$(HOST):$(EMULATOR_PORT)} \
 	  $(FLASK) run --host $(HOST) --port $(PORT)
 
 test: install-dev assets

@@ -14,6 +14,7 @@ from lenders.extensions import csrf, db, htmx, limiter, login_manager, migrate
 from lenders.web import init_web, roles, unauthorized_to_login
 from payments import callbacks as payments_callbacks
 from payments import cli as payments_cli
+from payments import configuration as payments_configuration  # noqa: F401 (routes)
 from payments import views as payments_views
 
 

@@ -52,12 +52,16 @@ def config_from_env(environ: Mapping[str, str] | None = None) -> dict:
         "ENV_NAME": "production" if production else "development",
         "SECRET_KEY": env.get("SECRET_KEY") or _development_secret_key(),
         "SQLALCHEMY_DATABASE_URI": database_url(env),
+        # Errors never print bound values: tokens, phones and names stay out of the logs.
+        "SQLALCHEMY_ENGINE_OPTIONS": {"hide_parameters": True, "pool_pre_ping": True},
         "REDIS_URL": env.get("REDIS_URL") or None,
         "PUBLIC_BASE_URL": public_base_url,
         "MAREJESHO_ENCRYPTION_KEYS": env.get("MAREJESHO_ENCRYPTION_KEYS", ""),
         # Proxies in front of the app that append X-Forwarded-For; 0 trusts none.
         "PROXY_HOPS": int(env.get("MAREJESHO_PROXY_HOPS", "0")),
         "LENDER_NAME": env.get("MAREJESHO_LENDER_NAME", "Marejesho Demo Lender"),
+        # Where sandbox shortcodes reach Daraja: the local emulator in development.
+        "DARAJA_SANDBOX_URL": env.get("MAREJESHO_DARAJA_SANDBOX_URL") or None,
         "MAX_CONTENT_LENGTH": 16 * 1024 * 1024,  # loan-book uploads
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",

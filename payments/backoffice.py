@@ -12,9 +12,10 @@ from lenders.book import BookError, record_audit, reverse_repayment
 from lenders.models import Loan, Setting, StaffUser
 from payments.matching import Decision, MatchFacts, borrower_facts, match_payment, spill_plan
 from payments.models import C2BPayment, ReassignmentRequest
-from payments.processing import apply_decision, lock_payment, payment_snapshot
+from payments.processing import apply_decision, claim_payment, payment_snapshot
 
 ASSIGNABLE = ("unmatched", "failed", "received")
+MOVABLE = ("posted", "review")
 MAKER_CHECKER = "reassign_maker_checker"
 
 
@@ -49,11 +50,7 @@ def assign_payment(
     """Place an unmatched (or failed) payment: on a given loan, or on a borrower, whose
     loan the matching order then picks (rules 2–4). Rule ``manual``, with the reason."""
     why = _reason(reason)
-    payment = lock_payment(session, payment_id)
-    if payment is None:
-        raise BackofficeError("no such payment")
-    if payment.status not in ASSIGNABLE:
-        raise BackofficeError(f"payment {payment.trans_id} is {payment.status}, not unmatched")
+    payment = _claim(session, payment_id, ASSIGNABLE, "unmatched")
     if loan is not None:
         facts, chosen = _loan_facts(session, loan)
         plan = spill_plan(chosen, facts, payment.amount)
@@ -75,8 +72,18 @@ def assign_payment(
         said = f"assigned by {actor.name} to {facts.name} ({picked.rule.replace('_', ' ')}): {why}"
     else:
         raise BackofficeError("choose a borrower or a loan")
-    payment.attempts += 1
     apply_decision(session, payment, Decision("manual", said, facts.id, plan), actor=actor)
+    return payment
+
+
+def _claim(session: Session, payment_id: int, statuses: tuple[str, ...], wanted: str):
+    """Claim the payment for this action, or say why not (it moved on meanwhile)."""
+    payment = claim_payment(session, payment_id, statuses)
+    if payment is None:
+        current = session.scalar(select(C2BPayment).where(C2BPayment.id == payment_id))
+        if current is None:
+            raise BackofficeError("no such payment")
+        raise BackofficeError(f"payment {current.trans_id} is {current.status}, not {wanted}")
     return payment
 
 
@@ -133,11 +140,7 @@ def reassign_payment(
     """Move a posted payment to another loan. With maker-checker on, an officer's request
     waits for an admin (returned as a ReassignmentRequest) and no money moves yet."""
     why = _reason(reason)
-    payment = lock_payment(session, payment_id)
-    if payment is None:
-        raise BackofficeError("no such payment")
-    if payment.status not in ("posted", "review"):
-        raise BackofficeError(f"payment {payment.trans_id} is {payment.status}, not posted")
+    payment = _claim(session, payment_id, MOVABLE, "posted")
     live = [r for r in payment.repayments if not r.reversed]
     if len(live) == 1 and live[0].loan_id == loan.id and live[0].to_credit == 0:
         raise BackofficeError(f"the payment is already on loan {loan.number}")
@@ -188,9 +191,7 @@ def decide_reassignment(
     request.decided_by_id, request.decided_at = actor.id, datetime.now(UTC)
     request.decision_note = (note or "").strip()[:500] or None
     if approve:
-        payment = lock_payment(session, request.payment_id)
-        if payment.status not in ("posted", "review"):
-            raise BackofficeError(f"payment {payment.trans_id} is {payment.status} now")
+        payment = _claim(session, request.payment_id, MOVABLE, "posted")
         why = f"{request.reason} (requested by {request.requested_by.name}, approved)"
         try:
             move_payment(session, payment, request.to_loan, actor=actor, why=why)
@@ -212,9 +213,8 @@ def rematch_payment(session: Session, payment_id: int, *, actor: StaffUser) -> C
     """Run matching again on an unmatched or failed payment (after a phone was added, say)."""
     from payments.processing import decide
 
-    payment = lock_payment(session, payment_id)
-    if payment is None or payment.status not in ASSIGNABLE:
+    payment = claim_payment(session, payment_id, ASSIGNABLE)
+    if payment is None:
         raise BackofficeError("only unmatched or failed payments are matched again")
-    payment.attempts += 1
     apply_decision(session, payment, decide(session, payment), actor=actor)
     return payment

@@ -22,6 +22,7 @@ bp = Blueprint("c2b", __name__, url_prefix="/payments/c2b")
 csrf.exempt(bp)
 security_log = logging.getLogger("marejesho.security")
 MAX_BODY = 64 * 1024
+_TOKEN = re.compile(r"[0-9a-f]{32,64}")
 ACKNOWLEDGED = {"ResultCode": 0, "ResultDesc": "Accepted"}
 KEPT_HEADERS = ("User-Agent", "Content-Type", "Content-Length", "X-Forwarded-For", "X-Real-IP")
 
@@ -45,15 +46,24 @@ class RedactCallbackTokens(logging.Filter):
 def init_app(app) -> None:
     """Register the blueprint and keep its tokens out of the access logs."""
     app.register_blueprint(bp)
+    app.register_error_handler(405, _wrong_method)
     for name in ("werkzeug", "gunicorn.access"):
         logger = logging.getLogger(name)
         if not any(isinstance(f, RedactCallbackTokens) for f in logger.filters):
             logger.addFilter(RedactCallbackTokens())
 
 
+def _wrong_method(error):
+    """A wrong method fails in routing, before the blueprint is known: answer callback
+    paths in Daraja's shape, every other path with the app's own error page."""
+    if request.path.startswith(bp.url_prefix + "/"):
+        return jsonify(errorCode="405.001", errorMessage="Method Not Allowed"), 405
+    return error
+
+
 def find_shortcode(token: str) -> Shortcode | None:
     """The shortcode whose callback token this is (compared in constant time)."""
-    if not token or len(token) > 64:
+    if not _TOKEN.fullmatch(token or ""):  # before any query: no NUL reaches the driver
         return None
     shortcode = db.session.scalar(select(Shortcode).where(Shortcode.callback_token == token))
     if shortcode is None or not hmac.compare_digest(shortcode.callback_token, token):
@@ -63,7 +73,7 @@ def find_shortcode(token: str) -> Shortcode | None:
 
 def read_body() -> bytes:
     """The raw body, at most 64 KiB (413 beyond)."""
-    request.max_content_length = MAX_BODY
+    request.max_content_length = MAX_BODY + 1  # one byte more, to see that there is more
     body = request.stream.read(MAX_BODY + 1)
     if len(body) > MAX_BODY:
         raise RequestEntityTooLarge()
@@ -136,11 +146,6 @@ def validation(token: str):
 @bp.errorhandler(413)
 def too_large(error):
     return jsonify(intake.reject("C2B00016") | {"ResultDesc": "Rejected: body too large"}), 413
-
-
-@bp.errorhandler(405)
-def wrong_method(error):
-    return jsonify(errorCode="405.001", errorMessage="Method Not Allowed"), 405
 
 
 @bp.errorhandler(Exception)

@@ -17,6 +17,12 @@ from sqlalchemy.orm import Session
 from lenders.models import Loan
 from lenders.phones import phone_sha256
 from payments.daraja.emulator_payloads import receipt
+from payments.daraja.emulator_state import (
+    DEFAULT_CONSUMER_KEY,
+    DEFAULT_CONSUMER_SECRET,
+    DEFAULT_INITIATOR,
+    SANDBOX_PASSKEY,
+)
 from payments.models import Shortcode
 
 DEMO_SHORTCODE = "600984"
@@ -33,6 +39,12 @@ def load_demo_shortcode(session: Session) -> Shortcode:
             kind="paybill",
             environment="sandbox",
             register_version="v2",
+            # the local Daraja emulator's sandbox app, which make run starts
+            consumer_key=DEFAULT_CONSUMER_KEY,
+            consumer_secret=DEFAULT_CONSUMER_SECRET,
+            passkey=SANDBOX_PASSKEY,
+            initiator_name=DEFAULT_INITIATOR[0],
+            initiator_password=DEFAULT_INITIATOR[1],
         )
         session.add(shortcode)
         session.flush()

@@ -112,8 +112,9 @@ def process_payment_job(payment_id: int) -> str | None:
                 return "failed"
 
 
-def sweep_received_payments(older_than: timedelta = timedelta(seconds=30)) -> int:
-    """Re-enqueue payments left in ``received`` (Redis was down, a worker died), after
+def sweep_received_payments(older_than: timedelta = timedelta(seconds=60)) -> int:
+    """Re-enqueue payments left in ``received`` (Redis was down, a worker died) for longer
+    than RQ's own retries take (31 s), after
     activating loans whose disbursement day has come so payments can find them."""
     from lenders.book import activate_disbursed_loans
     from lenders.web import nairobi_today

@@ -14,7 +14,8 @@ from zoneinfo import ZoneInfo
 NAIROBI = ZoneInfo("Africa/Nairobi")
 MAX_AMOUNT = Decimal("999999999.99")
 _TRANS_ID = re.compile(r"^[A-Za-z0-9]{4,32}$")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Control characters (NUL, CR, LF) and lone surrogates, which no database will store.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 _MASKED = re.compile(r"^(\d{3,9})\s*\*+\s*(\d{2,4})$")
 
@@ -75,9 +76,9 @@ def parse_trans_time(value) -> datetime | None:
         return None
     try:
         local = datetime.strptime(text, "%Y%m%d%H%M%S").replace(tzinfo=NAIROBI)
-    except ValueError:
+        return local.astimezone(UTC)
+    except (ValueError, OverflowError):  # not a date, or year 1 with nowhere to go in UTC
         return None
-    return local.astimezone(UTC)
 
 
 def msisdn_form(msisdn: str) -> str:

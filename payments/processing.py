@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from lenders.book import post_repayment, record_audit
@@ -16,14 +16,27 @@ from payments.models import C2BPayment, Shortcode
 PROCESSABLE = ("received", "failed")
 
 
-def lock_payment(session: Session, payment_id: int) -> C2BPayment | None:
-    """The payment under a row lock (PostgreSQL), re-read from the database."""
+def claim_payment(
+    session: Session, payment_id: int, statuses: tuple[str, ...] = PROCESSABLE
+) -> C2BPayment | None:
+    """The payment, if it is in one of ``statuses``, claimed for this transaction: the
+    claim is a write (``attempts + 1``), so a second claimant waits for the first to
+    commit and then finds the status changed. A SELECT ... FOR UPDATE alone would not do
+    on SQLite, which ignores it. Returns None when there is nothing to claim."""
+    claimed = session.execute(
+        update(C2BPayment)
+        .where(C2BPayment.id == payment_id, C2BPayment.status.in_(statuses))
+        .values(attempts=C2BPayment.attempts + 1)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if not claimed:
+        return None
     return session.scalars(
         select(C2BPayment)
         .where(C2BPayment.id == payment_id)
         .with_for_update()
         .execution_options(populate_existing=True)
-    ).one_or_none()
+    ).one()
 
 
 def payment_snapshot(payment: C2BPayment) -> dict:
@@ -97,21 +110,19 @@ def process_payment(session: Session, payment_id: int) -> str | None:
     """Match and post one payment, exactly once: the payment row is locked and only a
     ``received`` or ``failed`` payment is processed, so a second run changes nothing.
     Returns the new status, or None when there was nothing to do. Does not commit."""
-    payment = lock_payment(session, payment_id)
-    if payment is None or payment.status not in PROCESSABLE:
+    payment = claim_payment(session, payment_id)
+    if payment is None:
         return None
-    payment.attempts += 1
     apply_decision(session, payment, decide(session, payment))
     return payment.status
 
 
 def mark_failed(session: Session, payment_id: int, error: str) -> None:
     """Park a payment that could not be processed, with the error, for an officer."""
-    payment = lock_payment(session, payment_id)
-    if payment is None or payment.status not in PROCESSABLE:
+    payment = claim_payment(session, payment_id)
+    if payment is None:
         return
     before = payment_snapshot(payment)
-    payment.attempts += 1
     payment.status, payment.error = "failed", error[:2000]
     payment.processed_at = datetime.now(UTC)
     record_audit(

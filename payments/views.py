@@ -8,10 +8,10 @@ import io
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 
-from flask import Blueprint, Response, abort, current_app, flash, request, url_for
+from flask import Blueprint, Response, abort, flash, request, url_for
 from flask_login import current_user
 from flask_wtf import FlaskForm
-from sqlalchemy import func, select
+from sqlalchemy import select
 from wtforms import HiddenField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length, Optional
 
@@ -394,24 +394,3 @@ def alerts():
     """What needs an admin's attention."""
     found = reports.alerts(db.session, datetime.now(UTC))
     return render_page("payments/alerts.html", "content", alerts=found)
-
-
-@bp.get("/configuration/")
-@roles("admin")
-def configuration():
-    """Paybills, tills and their callback URLs (admins only)."""
-    shortcodes = db.session.scalars(select(Shortcode).order_by(Shortcode.number)).all()
-    last = dict(
-        db.session.execute(
-            select(CallbackLog.shortcode_id, func.max(CallbackLog.received_at)).group_by(
-                CallbackLog.shortcode_id
-            )
-        ).all()
-    )
-    return render_page(
-        "payments/configuration.html",
-        "content",
-        shortcodes=shortcodes,
-        last=last,
-        base=current_app.config["PUBLIC_BASE_URL"],
-    )

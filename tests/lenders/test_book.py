@@ -198,6 +198,7 @@ def test_pending_loans_become_active_on_their_disbursement_day(make_loan):
     assert activate_disbursed_loans(db.session, date(2025, 3, 10)) == 1
     db.session.commit()
     assert db.session.get(Loan, loan.id).status == "active"
-    assert db.session.scalars(
-        select(AuditEvent.action).order_by(AuditEvent.id.desc())
-    ).first() == "loan.activated"
+    assert (
+        db.session.scalars(select(AuditEvent.action).order_by(AuditEvent.id.desc())).first()
+        == "loan.activated"
+    )

@@ -29,8 +29,14 @@ def test_key_rotation_drill_leaves_no_row_undecryptable(app_factory, runner, mak
     old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
     app_old = app_factory(MAREJESHO_ENCRYPTION_KEYS=old)
     with app_old.app_context():
-        db.session.add(Shortcode(number="700001", name="Old key", consumer_secret=CANARY,
-                                 initiator_password="ip-" + CANARY))
+        db.session.add(
+            Shortcode(
+                number="700001",
+                name="Old key",
+                consumer_secret=CANARY,
+                initiator_password="ip-" + CANARY,
+            )
+        )
         db.session.commit()
         db.session.remove()
 

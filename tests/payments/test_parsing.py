@@ -110,7 +110,11 @@ def test_callback_tokens_are_redacted_from_access_logs():
     from payments.callbacks import RedactCallbackTokens
 
     record = logging.LogRecord(
-        "werkzeug", logging.INFO, __file__, 1, '%s - - "%s" %s -',
+        "werkzeug",
+        logging.INFO,
+        __file__,
+        1,
+        '%s - - "%s" %s -',
         ("127.0.0.1", "POST /payments/c2b/8da94e4c59a78888aab5/confirmation HTTP/1.1", "200"),
         None,
     )
