@@ -10,6 +10,7 @@ from flask_login import current_user
 from flask_wtf import FlaskForm
 from sqlalchemy import func, select
 from wtforms import IntegerField, PasswordField, SelectField, StringField
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import NumberRange, Optional
 
 from lenders.extensions import db
@@ -27,16 +28,20 @@ log = logging.getLogger("marejesho.shortcodes")
 class ShortcodeForm(FlaskForm):
     number = StringField("Shortcode number")
     name = StringField("Name")
-    kind = SelectField("Kind", choices=[("paybill", "Paybill"), ("till", "Till (Buy Goods)")])
+    kind = SelectField(
+        "Kind",
+        choices=[SelectChoice("paybill", "Paybill"), SelectChoice("till", "Till (Buy Goods)")],
+    )
     register_version = SelectField(
-        "Payer numbers", choices=[("v2", "Masked (C2B v2)"), ("v1", "Hashed (C2B v1)")]
+        "Payer numbers",
+        choices=[SelectChoice("v2", "Masked (C2B v2)"), SelectChoice("v1", "Hashed (C2B v1)")],
     )
     amount_tolerance = StringField("Amount tolerance (KES)", default="10.00")
     validation_policy = SelectField(
         "Validation",
         choices=[
-            ("accept_all", "Accept every payment"),
-            ("reject_unknown", "Reject accounts that name no loan or borrower"),
+            SelectChoice("accept_all", "Accept every payment"),
+            SelectChoice("reject_unknown", "Reject accounts that name no loan or borrower"),
         ],
     )
     allowed_ips = StringField("Allowed source addresses (optional, comma-separated)")
