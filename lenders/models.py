@@ -20,6 +20,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     event,
+    false,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -113,6 +114,8 @@ class Borrower(db.Model):
     national_id: Mapped[str] = mapped_column(String(32), unique=True)
     # Money received beyond every active loan, held for the borrower (refundable).
     credit: Mapped[Decimal] = mapped_column(Money, default=ZERO)
+    sms_language: Mapped[str] = mapped_column(String(2), default="en", server_default="en")
+    sms_opt_out: Mapped[bool] = mapped_column(default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     phones: Mapped[list[BorrowerPhone]] = relationship(

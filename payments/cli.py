@@ -13,7 +13,7 @@ from sqlalchemy import select
 from lenders.extensions import db
 from lenders.importer import write_csv
 from payments.exports import shortcode_json, transaction_rows
-from payments.jobs import sweep_received_payments
+from payments.jobs import sweep_queued_messages, sweep_received_payments
 from payments.models import Shortcode
 
 group = click.Group("payments", help="M-Pesa shortcodes, callbacks and payments.")
@@ -75,6 +75,9 @@ def sweep() -> None:
     """Re-enqueue payments stuck in ``received``."""
     count = sweep_received_payments()
     click.echo(f"re-enqueued {count} payment(s)")
+    messages = sweep_queued_messages()
+    if messages:
+        click.echo(f"re-sent {messages} queued receipt(s)")
 
 
 @group.command("export-transactions")

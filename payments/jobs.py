@@ -94,6 +94,8 @@ def process_payment_job(payment_id: int) -> str | None:
             try:
                 status = process_payment(db.session, payment_id)
                 db.session.commit()
+                if status == "posted":
+                    after_posting(payment_id)
                 return status
             except Exception as exc:  # noqa: BLE001 - every failure is recorded
                 db.session.rollback()
@@ -134,4 +136,96 @@ def sweep_received_payments(older_than: timedelta = timedelta(seconds=60)) -> in
         db.session.rollback()  # no transaction held open while the jobs run
         for payment_id in ids:
             enqueue(process_payment_job, payment_id)
+    return len(ids)
+
+
+SMS_ATTEMPTS = 5
+
+
+def send_receipt_job(payment_id: int) -> str | None:
+    """Text the borrower a receipt for a posted payment, once. A provider failure leaves
+    the message queued for a retry (RQ's backoff, or the sweep in-process) and, after the
+    last attempt, failed; the posting is never touched."""
+    from payments.models import SmsMessage
+    from payments.sms import (
+        SmsFailed,
+        claim_message,
+        provider_for,
+        queue_receipt,
+        record_failure,
+        record_sent,
+    )
+
+    with job_context():
+        lender = current_app.config["LENDER_NAME"]
+        message = queue_receipt(db.session, payment_id, lender)
+        db.session.commit()
+        if message is None or message.status not in ("queued", "failed"):
+            return message.status if message else None
+        message_id = message.id
+        if not claim_message(db.session, message_id):
+            db.session.rollback()
+            return None
+        db.session.commit()  # the claim is visible before the provider is called
+        message = db.session.get(SmsMessage, message_id)
+        provider = provider_for(db.session, current_app.config)
+        try:
+            provider_id = provider.send(message.to_phone, message.body)
+        except (SmsFailed, Exception) as exc:  # noqa: BLE001 - any provider failure is kept
+            final = message.attempts >= SMS_ATTEMPTS
+            record_failure(db.session, message_id, str(exc) or type(exc).__name__, final=final)
+            db.session.commit()
+            log.warning(
+                "receipt for payment %s not sent (attempt %s): %s",
+                payment_id,
+                message.attempts,
+                type(exc).__name__,
+            )
+            if _retries_left():
+                raise
+            return "failed" if final else "queued"
+        record_sent(db.session, message_id, provider.name, provider_id)
+        db.session.commit()
+        return "sent"
+
+
+def notify_officers_job(payment_id: int) -> int:
+    """In-app notices for the officers whose portfolio a payment landed in."""
+    from payments.sms import notify_officers
+
+    with job_context():
+        made = notify_officers(db.session, payment_id)
+        db.session.commit()
+        return made
+
+
+def after_posting(payment_id: int) -> None:
+    """What follows a posting, outside its transaction: the receipt and the notices."""
+    for job in (send_receipt_job, notify_officers_job):
+        try:
+            enqueue(job, payment_id)
+        except Exception:  # noqa: BLE001 - the money is posted; the sweep sends later
+            log.exception("could not enqueue %s for payment %s", job.__name__, payment_id)
+
+
+def sweep_queued_messages(older_than: timedelta = timedelta(seconds=60)) -> int:
+    """Receipts still queued (a provider failed in-process, Redis was down) go again."""
+    from payments.models import SmsMessage
+
+    with job_context():
+        cutoff = datetime.now(UTC) - older_than
+        ids = list(
+            db.session.scalars(
+                select(SmsMessage.payment_id).where(
+                    SmsMessage.status == "queued",
+                    SmsMessage.kind == "receipt",
+                    SmsMessage.created_at <= cutoff,
+                    SmsMessage.attempts < SMS_ATTEMPTS,
+                    SmsMessage.payment_id.is_not(None),
+                )
+            )
+        )
+        db.session.rollback()
+        for payment_id in ids:
+            enqueue(send_receipt_job, payment_id)
     return len(ids)

@@ -190,3 +190,96 @@ class ReassignmentRequest(db.Model):
 
     def __repr__(self) -> str:
         return f"<ReassignmentRequest {self.payment_id} -> {self.to_loan_id} {self.status}>"
+
+
+SMS_STATUSES = ("queued", "sending", "sent", "delivered", "failed", "skipped")
+
+
+class SmsMessage(db.Model):
+    """One message to a borrower or a member of staff, with where it got to. A payment
+    has at most one receipt: the unique constraint, not a check, keeps a job that runs
+    twice from texting twice."""
+
+    __tablename__ = "sms_message"
+    __table_args__ = (
+        UniqueConstraint("payment_id", "kind", name="uq_sms_message_payment_kind"),
+        CheckConstraint(
+            "status IN ('queued', 'sending', 'sent', 'delivered', 'failed', 'skipped')",
+            name="status",
+        ),
+        Index("ix_sms_message_provider_message_id", "provider_message_id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # receipt | notice | alert
+    payment_id: Mapped[int | None] = mapped_column(ForeignKey("c2b_payment.id"))
+    borrower_id: Mapped[int | None] = mapped_column(ForeignKey("borrower.id"), index=True)
+    staff_id: Mapped[int | None] = mapped_column(ForeignKey("staff_user.id"))
+    to_phone: Mapped[str] = mapped_column(String(12))
+    language: Mapped[str] = mapped_column(String(2), default="en")
+    body: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(12), default="queued")
+    provider: Mapped[str | None] = mapped_column(String(20))
+    provider_message_id: Mapped[str | None] = mapped_column(String(80))
+    attempts: Mapped[int] = mapped_column(default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    def __repr__(self) -> str:
+        return f"<SmsMessage {self.kind} {self.status}>"
+
+
+class SmsTemplate(db.Model):
+    """The words of a message, per language, editable by admins."""
+
+    __tablename__ = "sms_template"
+
+    key: Mapped[str] = mapped_column(String(32), primary_key=True)
+    language: Mapped[str] = mapped_column(String(2), primary_key=True)
+    body: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    updated_by_id: Mapped[int | None] = mapped_column(ForeignKey("staff_user.id"))
+
+    def __repr__(self) -> str:
+        return f"<SmsTemplate {self.key}/{self.language}>"
+
+
+class SmsSettings(db.Model):
+    """The lender's SMS provider (one row): console for development, Africa's Talking
+    for real, with its API key encrypted like Daraja's secrets."""
+
+    __tablename__ = "sms_settings"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    provider: Mapped[str] = mapped_column(String(20), default="console")
+    username: Mapped[str | None] = mapped_column(String(80))
+    api_key: Mapped[str | None] = mapped_column(EncryptedText)
+    sender_id: Mapped[str | None] = mapped_column(String(11))
+    callback_token: Mapped[str] = mapped_column(String(64), default=new_callback_token)
+    quiet_start: Mapped[int] = mapped_column(default=21)  # Nairobi hours, for non-receipts
+    quiet_end: Mapped[int] = mapped_column(default=7)
+
+    def __repr__(self) -> str:
+        return f"<SmsSettings {self.provider}>"
+
+
+class OfficerNotice(db.Model):
+    """In-app news for an officer: a payment landed in their portfolio."""
+
+    __tablename__ = "officer_notice"
+    __table_args__ = (
+        UniqueConstraint("staff_id", "payment_id", name="uq_officer_notice_staff_payment"),
+        Index("ix_officer_notice_staff_read", "staff_id", "read_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    staff_id: Mapped[int] = mapped_column(ForeignKey("staff_user.id"))
+    payment_id: Mapped[int] = mapped_column(ForeignKey("c2b_payment.id"))
+    text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    read_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    def __repr__(self) -> str:
+        return f"<OfficerNotice {self.staff_id} {self.payment_id}>"

@@ -1,0 +1,319 @@
+"""SMS receipts and officer notices, sent in jobs after the money's transaction commits.
+
+A provider failure never touches a posting: the receipt is its own row and its own job,
+retried with backoff. The (payment, kind) unique constraint and a claim-by-write keep a
+job that runs twice from texting twice. Phones are masked in logs."""
+
+from __future__ import annotations
+
+import logging
+import string
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from lenders.models import Borrower, Loan
+from lenders.money import format_kes
+from lenders.phones import mask_phone
+from payments.models import C2BPayment, OfficerNotice, SmsMessage, SmsSettings, SmsTemplate
+
+log = logging.getLogger("marejesho.sms")
+NAIROBI = ZoneInfo("Africa/Nairobi")
+
+DEFAULT_TEMPLATES = {
+    ("receipt", "en"): "{lender}: received {amount} for {loan}, M-Pesa {receipt}. "
+    "Balance {balance}. {next_due}",
+    ("receipt", "sw"): "{lender}: tumepokea {amount} kwa {loan}, M-Pesa {receipt}. "
+    "Salio {balance}. {next_due}",
+    ("receipt_spill", "en"): "{lender}: received {amount}, M-Pesa {receipt}, applied to "
+    "{allocations}. {next_due}",
+    ("receipt_spill", "sw"): "{lender}: tumepokea {amount}, M-Pesa {receipt}, kwa "
+    "{allocations}. {next_due}",
+    ("receipt_credit", "en"): "{lender}: received {amount}, M-Pesa {receipt}. Paid "
+    "{allocations}. {credit} is held for you as credit.",
+    ("receipt_credit", "sw"): "{lender}: tumepokea {amount}, M-Pesa {receipt}. Tumelipa "
+    "{allocations}. {credit} imewekwa kama akiba yako.",
+}
+VARIABLES = {
+    "lender": "the lender's name",
+    "amount": "the amount paid, e.g. KES 1,500.00",
+    "receipt": "the M-Pesa receipt, e.g. TK60708BHZ",
+    "loan": "the loan paid, e.g. LOAN-000123",
+    "balance": "what remains on that loan",
+    "next_due": "next installment and date, or 'Loan fully paid.'",
+    "allocations": "each loan and what it got",
+    "credit": "what is held as credit",
+}
+TEMPLATE_KEYS = ("receipt", "receipt_spill", "receipt_credit")
+GSM7 = set(
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    "ÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà^{}\\[~]|€"
+)
+
+
+class SmsFailed(RuntimeError):
+    """The provider refused or could not be reached; the message says why (no secrets)."""
+
+
+def segments(text: str) -> tuple[int, str]:
+    """How many SMS the text costs, and its encoding (GSM-7: 160/153, UCS-2: 70/67)."""
+    if all(ch in GSM7 for ch in text):
+        length = sum(2 if ch in "^{}\\[~]|€" else 1 for ch in text)
+        return (1 if length <= 160 else -(-length // 153)), "GSM-7"
+    return (1 if len(text) <= 70 else -(-len(text) // 67)), "UCS-2"
+
+
+def template_text(session: Session, key: str, language: str) -> str:
+    row = session.get(SmsTemplate, (key, language))
+    return row.body if row else DEFAULT_TEMPLATES[(key, language)]
+
+
+def render(text: str, variables: dict[str, str]) -> str:
+    """Fill ``{name}`` placeholders; unknown ones are left as typed, never an error."""
+    names = {name for _, name, _, _ in string.Formatter().parse(text) if name}
+    return text.format_map({n: variables.get(n, "{" + n + "}") for n in names})
+
+
+@dataclass
+class Receipt:
+    key: str
+    language: str
+    to_phone: str
+    body: str
+    borrower_id: int
+
+
+def receipt_for(session: Session, payment: C2BPayment, lender: str) -> Receipt | str:
+    """The borrower's receipt for a posted payment, or why none is sent."""
+    if payment.status != "posted" or payment.borrower_id is None:
+        return "the payment is not posted to a borrower"
+    borrower = session.get(Borrower, payment.borrower_id)
+    if borrower.sms_opt_out:
+        return "the borrower opted out of SMS"
+    if not borrower.phones:
+        return "the borrower has no phone"
+    live = [r for r in payment.repayments if not r.reversed]
+    if not live:
+        return "nothing was posted"
+    first = session.get(Loan, live[0].loan_id)
+    session.refresh(first)
+    nxt = first.next_due
+    language = borrower.sms_language if borrower.sms_language in ("en", "sw") else "en"
+    if nxt is None:
+        next_due = "Loan fully paid." if language == "en" else "Mkopo umelipwa wote."
+    else:
+        when = nxt.due_on.strftime("%d %b")
+        next_due = (
+            f"Next {format_kes(nxt.outstanding)} by {when}."
+            if language == "en"
+            else f"Ijayo {format_kes(nxt.outstanding)} kufikia {when}."
+        )
+    credit = sum((r.to_credit for r in live), Decimal("0.00"))
+    allocations = ", ".join(
+        f"{session.get(Loan, r.loan_id).number} {format_kes(r.amount)}" for r in live if r.amount
+    )
+    key = "receipt_credit" if credit else ("receipt_spill" if len(live) > 1 else "receipt")
+    variables = {
+        "lender": lender,
+        "amount": format_kes(payment.amount),
+        "receipt": payment.trans_id,
+        "loan": first.number,
+        "balance": format_kes(first.outstanding),
+        "next_due": next_due,
+        "allocations": allocations,
+        "credit": format_kes(credit),
+    }
+    body = render(template_text(session, key, language), variables)
+    return Receipt(key, language, borrower.phones[0].number, body, borrower.id)
+
+
+# --- providers ----------------------------------------------------------------------------
+
+
+class ConsoleProvider:
+    """Development and the demo: the message goes to the log (phone masked)."""
+
+    name = "console"
+
+    def send(self, to_phone: str, body: str) -> str:
+        log.info("SMS to %s (%d chars): %s", mask_phone(to_phone), len(body), body)
+        return f"console-{uuid.uuid4().hex[:12]}"
+
+
+class AfricasTalkingProvider:
+    """Africa's Talking through its official SDK (``username`` "sandbox" for its sandbox).
+    ``base_url`` points the SDK at a stand-in in tests."""
+
+    name = "africastalking"
+
+    def __init__(
+        self, username: str, api_key: str, sender_id: str | None = None, base_url: str | None = None
+    ):
+        from africastalking.SMS import SMSService
+
+        self.service = SMSService(username, api_key)
+        if base_url:
+            self.service._baseUrl = base_url.rstrip("/") + "/version1"
+        self.sender_id = sender_id or None
+
+    def send(self, to_phone: str, body: str) -> str:
+        from africastalking.Service import AfricasTalkingException
+
+        try:
+            answer = self.service.send(body, ["+" + to_phone], sender_id=self.sender_id, timeout=15)
+        except AfricasTalkingException as exc:
+            raise SmsFailed(f"Africa's Talking refused: {str(exc)[:200]}") from exc
+        except OSError as exc:  # connection errors and timeouts from requests
+            raise SmsFailed("Africa's Talking could not be reached") from exc
+        try:
+            recipient = answer["SMSMessageData"]["Recipients"][0]
+        except (KeyError, IndexError, TypeError) as exc:
+            message = (answer or {}).get("SMSMessageData", {}).get("Message", "no recipient")
+            raise SmsFailed(f"Africa's Talking sent nothing: {message}") from exc
+        if recipient.get("statusCode") not in (100, 101, 102):
+            raise SmsFailed(f"Africa's Talking: {recipient.get('status', 'refused')}")
+        return recipient.get("messageId") or ""
+
+
+def provider_for(session: Session, config: dict):
+    settings = session.get(SmsSettings, 1)
+    if settings is None or settings.provider == "console":
+        return ConsoleProvider()
+    return AfricasTalkingProvider(
+        settings.username or "",
+        settings.api_key or "",
+        settings.sender_id,
+        config.get("AFRICASTALKING_URL"),
+    )
+
+
+# --- the steps the jobs take ----------------------------------------------------------
+
+
+def queue_receipt(session: Session, payment_id: int, lender: str) -> SmsMessage | None:
+    """The receipt row for a payment, created once (the unique constraint decides)."""
+    existing = session.scalar(
+        select(SmsMessage).where(SmsMessage.payment_id == payment_id, SmsMessage.kind == "receipt")
+    )
+    if existing is not None:
+        return existing
+    payment = session.get(C2BPayment, payment_id)
+    if payment is None:
+        return None
+    made = receipt_for(session, payment, lender)
+    message = SmsMessage(kind="receipt", payment_id=payment_id, to_phone="", body="")
+    if isinstance(made, str):
+        message.status, message.error = "skipped", made
+        if payment.borrower_id:
+            message.borrower_id = payment.borrower_id
+    else:
+        message.to_phone, message.body, message.language = made.to_phone, made.body, made.language
+        message.borrower_id = made.borrower_id
+    try:
+        with session.begin_nested():
+            session.add(message)
+    except IntegrityError:
+        return session.scalar(
+            select(SmsMessage).where(
+                SmsMessage.payment_id == payment_id, SmsMessage.kind == "receipt"
+            )
+        )
+    return message
+
+
+def claim_message(session: Session, message_id: int) -> bool:
+    """Mark a queued (or failed) message as being sent; False if another job has it."""
+    return bool(
+        session.execute(
+            update(SmsMessage)
+            .where(SmsMessage.id == message_id, SmsMessage.status.in_(("queued", "failed")))
+            .values(status="sending", attempts=SmsMessage.attempts + 1)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+    )
+
+
+def record_sent(session: Session, message_id: int, provider: str, provider_id: str) -> None:
+    session.execute(
+        update(SmsMessage)
+        .where(SmsMessage.id == message_id)
+        .values(
+            status="sent",
+            provider=provider,
+            provider_message_id=provider_id,
+            sent_at=datetime.now(UTC),
+            error=None,
+        )
+    )
+
+
+def record_failure(session: Session, message_id: int, error: str, *, final: bool) -> None:
+    session.execute(
+        update(SmsMessage)
+        .where(SmsMessage.id == message_id)
+        .values(status="failed" if final else "queued", error=error[:500])
+    )
+
+
+DELIVERY_STATUSES = {
+    "Success": "delivered",
+    "Failed": "failed",
+    "Rejected": "failed",
+    "AbsentSubscriber": "failed",
+    "Expired": "failed",
+}
+
+
+def record_delivery(session: Session, provider_id: str, status: str, reason: str = "") -> bool:
+    """Apply a delivery report; True when it named a message we sent."""
+    message = session.scalar(
+        select(SmsMessage).where(SmsMessage.provider_message_id == provider_id)
+    )
+    if message is None:
+        return False
+    new = DELIVERY_STATUSES.get(status)
+    if new == "delivered":
+        message.status, message.delivered_at = "delivered", datetime.now(UTC)
+    elif new == "failed" and message.status != "delivered":
+        message.status, message.error = "failed", f"{status}: {reason}"[:500]
+    return True
+
+
+def notify_officers(session: Session, payment_id: int) -> int:
+    """One in-app notice per officer whose portfolio the payment landed in."""
+    payment = session.get(C2BPayment, payment_id)
+    if payment is None or payment.status != "posted":
+        return 0
+    made = 0
+    officers = {}
+    for repayment in payment.repayments:
+        loan = session.get(Loan, repayment.loan_id)
+        if loan.officer_id and not repayment.reversed:
+            officers.setdefault(loan.officer_id, []).append(loan.number)
+    for officer_id, numbers in officers.items():
+        text = (
+            f"{payment.first_name or 'A borrower'} paid {format_kes(payment.amount)} "
+            f"({payment.trans_id}) to {', '.join(numbers)}"
+        )
+        try:
+            with session.begin_nested():
+                session.add(OfficerNotice(staff_id=officer_id, payment_id=payment_id, text=text))
+            made += 1
+        except IntegrityError:
+            continue
+    return made
+
+
+def in_quiet_hours(settings: SmsSettings | None, now: datetime) -> bool:
+    """Non-receipt messages wait outside quiet hours (Nairobi time)."""
+    if settings is None:
+        return False
+    hour = now.astimezone(NAIROBI).hour
+    start, end = settings.quiet_start, settings.quiet_end
+    return (start <= hour or hour < end) if start > end else (start <= hour < end)
