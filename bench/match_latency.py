@@ -1,0 +1,532 @@
+"""Benchmark: how long matching takes to decide one payment against a book of 1,000,000 loans.
+
+Not a test: it prints figures. It builds a book of ``--loans`` loans (default 1,000,000; about
+700,000 borrowers with 1.25 phones each, canonical number + SHA-256 + masked key, and the
+loans' installment schedules) with set-based INSERT … SELECT statements into a freshly
+migrated database (`flask --app app db upgrade`), then times, for ``--payments`` realistic
+payments, the full decision as the processing job takes it:
+
+    facts = payments.matching.gather_facts(session, …)   # every DB read of matching
+    decision = payments.matching.match_payment(facts)    # the pure rules
+
+one payment per transaction (the session is rolled back after each, as a job's would end).
+Scenarios (what the borrower typed as account number): an exact loan number, a sloppy one
+("loan 123", "123", "Loan-123"), a national ID, a phone number, nothing useful (the payer's
+MSISDN decides), and an unknown payer. Each payment comes with a plain, hashed (register v1)
+or masked (v2, with FirstName) MSISDN. It prints p50/p95/p99/max per scenario, per MSISDN
+form and overall (goal: p99 < 5 ms), then a second, instrumented pass that names the SQL
+statements the time goes to, with their query plans.
+
+    .venv/bin/python bench/match_latency.py                     # SQLite in a temp dir
+    .venv/bin/python bench/match_latency.py \\
+        --database-url postgresql+psycopg://mj:mj@127.0.0.1/mj_bench2
+    .venv/bin/python bench/match_latency.py --loans 100000 --payments 2000   # quicker
+
+With --database-url (PostgreSQL) the public schema is dropped and rebuilt unless it already
+holds a book of the same size from an earlier run (then it is reused; --rebuild forces).
+--sqlite-file PATH keeps (and reuses) the SQLite file instead of a temporary one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import re
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections import Counter, defaultdict
+from decimal import Decimal
+from pathlib import Path
+
+import benchlib as bl
+
+GOAL_P99_MS = 5.0
+SCENARIOS = {  # share of payments
+    "exact_ref": 0.30,
+    "sloppy_ref": 0.20,
+    "national_id": 0.10,
+    "phone_ref": 0.10,
+    "payer_only": 0.20,
+    "unknown": 0.10,
+}
+FORMS = {"masked": 0.50, "hashed": 0.25, "plain": 0.25}
+JUNK_REFS = ("", "PAYMENT", "school fees", "mama mboga", "X", "rent", "0", "LOAN", "pay")
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--loans", type=int, default=1_000_000, help="default 1000000")
+    parser.add_argument(
+        "--borrowers", type=int, help="default: 0.7 per loan (700,000 for a million loans)"
+    )
+    parser.add_argument("--payments", type=int, default=5000, help="timed payments (5000)")
+    parser.add_argument("--warmup", type=int, default=300, help="untimed payments first (300)")
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=150,
+        metavar="SECONDS",
+        help="stop the timed pass after this long, with fewer payments (150); the "
+        "instrumented pass gets a third of it",
+    )
+    parser.add_argument("--seed", type=int, default=20261101)
+    parser.add_argument(
+        "--database-url",
+        metavar="URL",
+        help="PostgreSQL (e.g. postgresql+psycopg://mj:mj@127.0.0.1/mj_bench2); its public "
+        "schema is DROPPED unless it holds this benchmark's book already",
+    )
+    parser.add_argument("--sqlite-file", type=Path, help="keep the SQLite book here and reuse it")
+    parser.add_argument("--rebuild", action="store_true", help="rebuild a reusable book")
+    parser.add_argument(
+        "--sqlite-analyze",
+        action="store_true",
+        help="run ANALYZE on SQLite after the build (the app never does; PostgreSQL's "
+        "autovacuum does, so PostgreSQL is always analyzed)",
+    )
+    parser.add_argument("--no-installments", action="store_true", help="skip schedules")
+    parser.add_argument(
+        "--explain-over-ms",
+        type=float,
+        default=0.5,
+        help="show plans of statements slower than this on average (0.5)",
+    )
+    parser.add_argument("--allow-any-database", action="store_true")
+    args = parser.parse_args(argv)
+    args.borrowers = args.borrowers or max(1, round(args.loans * 0.7))
+    if not 0 < args.borrowers <= args.loans:
+        parser.error("--borrowers must be between 1 and --loans")
+    bl.check_resettable(parser, args.database_url, args.allow_any_database)
+    return args
+
+
+# ---------------------------------------------------------------------------------------------
+# The book
+
+
+def book_marker(args) -> str:
+    return (
+        f"match_latency loans={args.loans} borrowers={args.borrowers} "
+        f"installments={not args.no_installments}"
+    )
+
+
+def existing_marker(engine) -> str | None:
+    from sqlalchemy import text
+
+    try:
+        with engine.connect() as connection:
+            return connection.execute(text("SELECT value FROM bench_meta")).scalar()
+    except Exception:  # noqa: BLE001 - no such table: nothing to reuse
+        return None
+
+
+def prepare_book(url: str, args) -> None:
+    from sqlalchemy import text
+
+    engine = bl.bench_engine(url)
+    marker = book_marker(args)
+    if not args.rebuild and existing_marker(engine) == marker:
+        print(f"reusing the book in {bl.database_name(url)} ({marker})")
+        engine.dispose()
+        return
+    engine.dispose()
+    print(f"building the book ({marker})")
+    started = time.perf_counter()
+    bl.fresh_schema(url)
+    engine = bl.bench_engine(url)
+    bl.build_book(
+        engine,
+        loans=args.loans,
+        borrowers=args.borrowers,
+        installments=not args.no_installments,
+    )
+    if engine.dialect.name == "postgresql" or args.sqlite_analyze:
+        print(f"  analyze: {bl.analyze(engine):.1f} s")
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE bench_meta (value VARCHAR(200))"))
+        connection.execute(text("INSERT INTO bench_meta VALUES (:v)"), {"v": marker})
+    engine.dispose()
+    print(f"  book built in {time.perf_counter() - started:.1f} s")
+
+
+# ---------------------------------------------------------------------------------------------
+# Payments to match
+
+
+def make_payments(session, args, count: int, rng: random.Random) -> list[dict]:
+    """Realistic payments drawn from the book: what a C2B confirmation would carry."""
+    from sqlalchemy import text
+
+    ids = rng.sample(range(1, args.loans + 1), min(args.loans, count * 3))
+    rows = []
+    for start in range(0, len(ids), 2000):
+        chunk = ids[start : start + 2000]
+        rows += session.execute(
+            text(
+                "SELECT l.id, l.number, l.status, l.principal + l.interest + l.fees - l.paid, "
+                "b.id, b.name, b.national_id FROM loan l JOIN borrower b ON b.id = l.borrower_id "
+                "WHERE l.id IN (" + ",".join(str(i) for i in chunk) + ")"
+            )
+        ).all()
+    phones = defaultdict(list)
+    borrower_ids = sorted({r[4] for r in rows})
+    for start in range(0, len(borrower_ids), 2000):
+        chunk = borrower_ids[start : start + 2000]
+        for borrower_id, number in session.execute(
+            text(
+                "SELECT borrower_id, number FROM borrower_phone WHERE borrower_id IN ("
+                + ",".join(str(i) for i in chunk)
+                + ")"
+            )
+        ):
+            phones[borrower_id].append(number)
+    session.rollback()
+    active = [r for r in rows if r[2] == "active"]
+    scenarios = rng.choices(list(SCENARIOS), weights=list(SCENARIOS.values()), k=count)
+    payments = []
+    for n, scenario in enumerate(scenarios):
+        loan = rng.choice(active if scenario in ("exact_ref", "sloppy_ref") else rows)
+        loan_id, number, status, outstanding, borrower_id, name, national_id = loan
+        first_name = name.split()[0]
+        phone = rng.choice(phones[borrower_id])
+        if scenario == "exact_ref":
+            ref = number
+        elif scenario == "sloppy_ref":
+            ref = bl.sloppy_reference(number, rng)
+        elif scenario == "national_id":
+            ref = national_id if rng.random() < 0.7 else f" {national_id.lower()} "
+        elif scenario == "phone_ref":
+            ref = bl.plain_forms(phone, rng)
+        else:
+            ref = rng.choice(JUNK_REFS)
+        if scenario == "unknown":
+            phone, first_name = bl.unknown_phone(n), rng.choice(bl.FIRST_NAMES)
+        form = rng.choices(list(FORMS), weights=list(FORMS.values()))[0]
+        if form == "masked":
+            msisdn = bl.masked_msisdn(phone, rng)
+        elif form == "hashed":
+            msisdn = bl.sha256_hex(phone)
+        else:
+            msisdn = phone
+        if rng.random() < 0.3 and outstanding and Decimal(str(outstanding)) > 0:
+            amount = Decimal(str(outstanding)).quantize(Decimal("0.01"))
+        else:
+            amount = Decimal(rng.randrange(10, 500) * 10)
+        payments.append(
+            {
+                "scenario": scenario,
+                "form": form,
+                "bill_ref": ref,
+                "msisdn": msisdn,
+                "first_name": first_name,
+                "amount": amount,
+                "loan_id": loan_id,
+                "borrower_id": borrower_id,
+            }
+        )
+    return payments
+
+
+def decide(session, payment: dict):
+    from payments.matching import gather_facts, match_payment
+    from payments.parsing import msisdn_form
+
+    facts = gather_facts(
+        session,
+        amount=payment["amount"],
+        bill_ref=payment["bill_ref"],
+        msisdn=payment["msisdn"],
+        msisdn_form=msisdn_form(payment["msisdn"]),
+        first_name=payment["first_name"],
+        tolerance=Decimal("10.00"),
+    )
+    return match_payment(facts)
+
+
+def expected(payment: dict, decision) -> bool:
+    """Did the decision land where a person would put it?"""
+    scenario = payment["scenario"]
+    if scenario == "unknown":
+        return not decision.matched
+    if scenario in ("exact_ref", "sloppy_ref"):
+        return decision.matched and decision.plan[0][0] == payment["loan_id"]
+    # The payer's borrower found (unmatched is right when none of their loans is active).
+    return decision.borrower_id == payment["borrower_id"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Timing
+
+
+def timed_pass(
+    session, payments: list[dict], budget: float = float("inf")
+) -> list[tuple[dict, float, object]]:
+    out = []
+    clock = time.perf_counter
+    deadline = clock() + budget
+    for payment in payments:
+        if clock() > deadline:
+            break
+        started = clock()
+        decision = decide(session, payment)
+        elapsed = clock() - started
+        session.rollback()  # one job, one transaction
+        out.append((payment, elapsed, decision))
+    return out
+
+
+class StatementTimer:
+    """SQL statements as matching sends them, with the time each took on the wire."""
+
+    def __init__(self, engine):
+        from sqlalchemy import event
+
+        self.engine = engine
+        self.samples: dict[str, list[float]] = defaultdict(list)
+        self.example: dict[str, tuple[str, object]] = {}
+        self.scenario_time: dict[tuple[str, str], float] = defaultdict(float)
+        self.current = ""
+        self._started: list[float] = []
+        event.listen(engine, "before_cursor_execute", self.before)
+        event.listen(engine, "after_cursor_execute", self.after)
+
+    def close(self):
+        from sqlalchemy import event
+
+        event.remove(self.engine, "before_cursor_execute", self.before)
+        event.remove(self.engine, "after_cursor_execute", self.after)
+
+    def before(self, conn, cursor, statement, parameters, context, executemany):
+        self._started.append(time.perf_counter())
+
+    def after(self, conn, cursor, statement, parameters, context, executemany):
+        elapsed = time.perf_counter() - self._started.pop()
+        key = " ".join(statement.split())
+        self.samples[key].append(elapsed)
+        self.scenario_time[(self.current, key)] += elapsed
+        if key not in self.example or elapsed > self.example[key][2]:
+            self.example[key] = (statement, parameters, elapsed)
+
+
+def short_sql(sql: str, width: int = 150) -> str:
+    sql = re.sub(r"\s+", " ", sql)
+    sql = re.sub(r"SELECT .*? FROM", "SELECT … FROM", sql, count=1)
+    return sql if len(sql) <= width else sql[: width - 1] + "…"
+
+
+def run(url: str, args) -> dict:
+    from sqlalchemy import text
+
+    bl.use_app_env(url)
+    from app import create_app
+    from lenders.extensions import db
+
+    app = create_app({"SQLALCHEMY_DATABASE_URI": bl.normalise_url(url)})
+    rng = random.Random(args.seed)
+    result: dict = {"backend": "postgresql" if url.startswith("postgres") else "sqlite"}
+    with app.app_context():
+        session = db.session
+        counts = session.execute(
+            text(
+                "SELECT (SELECT count(*) FROM loan), (SELECT count(*) FROM borrower), "
+                "(SELECT count(*) FROM borrower_phone), (SELECT count(*) FROM installment)"
+            )
+        ).one()
+        session.rollback()
+        print(
+            f"book: {counts[0]:,} loans, {counts[1]:,} borrowers, {counts[2]:,} phones, "
+            f"{counts[3]:,} installments"
+        )
+        started = time.perf_counter()
+        payments = make_payments(session, args, args.warmup + args.payments, rng)
+        print(f"drew {len(payments):,} payments from the book in {time.perf_counter() - started:.1f} s")
+        warm, measured = payments[: args.warmup], payments[args.warmup :]
+        started = time.perf_counter()
+        timed_pass(session, warm)
+        print(f"warm-up: {len(warm)} payments in {time.perf_counter() - started:.1f} s")
+        print(f"load average: {bl.load_average()}")
+        started = time.perf_counter()
+        timings = timed_pass(session, measured, args.budget)
+        wall = time.perf_counter() - started
+        print(f"timed: {len(timings):,} payments in {wall:.1f} s")
+        if len(timings) < len(measured):
+            print(f"  (stopped at the --budget of {args.budget:.0f} s; {len(measured):,} drawn)")
+
+        by_scenario, by_form = defaultdict(list), defaultdict(list)
+        outcome = defaultdict(Counter)
+        for payment, elapsed, decision in timings:
+            by_scenario[payment["scenario"]].append(elapsed)
+            by_form[payment["form"]].append(elapsed)
+            outcome[payment["scenario"]][decision.rule or "unmatched"] += 1
+            outcome[payment["scenario"]]["as expected"] += expected(payment, decision)
+            outcome[payment["form"]]["as expected"] += expected(payment, decision)
+        overall = bl.summary_ms(e for _, e, _ in timings)
+        result["overall"] = overall
+        result["scenarios"] = {k: bl.summary_ms(v) for k, v in by_scenario.items()}
+
+        print(f"\nmatch latency, gather_facts + match_payment, ms ({result['backend']})")
+        header = ("scenario", "n", "p50", "p95", "p99", "max", "mean", "as expected", "decisions")
+        rows = []
+        for name in list(SCENARIOS):
+            s = bl.summary_ms(by_scenario[name])
+            o = outcome[name]
+            decisions = ", ".join(f"{k} {v}" for k, v in o.most_common() if k != "as expected")
+            rows.append(
+                (
+                    name,
+                    s["n"],
+                    f"{s['p50']:.2f}",
+                    f"{s['p95']:.2f}",
+                    f"{s['p99']:.2f}",
+                    f"{s['max']:.1f}",
+                    f"{s['mean']:.2f}",
+                    f"{100 * o['as expected'] / max(1, s['n']):.0f} %",
+                    decisions,
+                )
+            )
+        for name in FORMS:
+            s = bl.summary_ms(by_form[name])
+            rows.append(
+                (
+                    f"msisdn {name}",
+                    s["n"],
+                    f"{s['p50']:.2f}",
+                    f"{s['p95']:.2f}",
+                    f"{s['p99']:.2f}",
+                    f"{s['max']:.1f}",
+                    f"{s['mean']:.2f}",
+                    f"{100 * outcome[name]['as expected'] / max(1, s['n']):.0f} %",
+                    "",
+                )
+            )
+        s = overall
+        rows.append(
+            (
+                "OVERALL",
+                s["n"],
+                f"{s['p50']:.2f}",
+                f"{s['p95']:.2f}",
+                f"{s['p99']:.2f}",
+                f"{s['max']:.1f}",
+                f"{s['mean']:.2f}",
+                "",
+                "",
+            )
+        )
+        bl.print_table(header, rows)
+        verdict = "PASS" if overall["p99"] < GOAL_P99_MS else "FAIL"
+        print(f"goal p99 < {GOAL_P99_MS} ms: {verdict} (p99 {overall['p99']:.2f} ms)")
+
+        # Second pass, instrumented: which statements the time goes to.
+        timer = StatementTimer(db.engine)
+        sample, deadline = [], time.perf_counter() + args.budget / 3
+        for payment in measured[:1500]:
+            if time.perf_counter() > deadline:
+                break
+            sample.append(payment)
+            timer.current = payment["scenario"]
+            decide(session, payment)
+            session.rollback()
+        timer.close()
+        total = sum(sum(v) for v in timer.samples.values())
+        print(
+            f"\nwhere the SQL time goes ({len(sample)} payments again, cursor.execute timed; "
+            f"{1000 * total / len(sample):.2f} ms of SQL per payment on average)"
+        )
+        header = ("#", "calls", "mean ms", "p99 ms", "max ms", "share", "statement")
+        ranked = sorted(timer.samples.items(), key=lambda kv: -sum(kv[1]))
+        rows = []
+        for n, (sql, values) in enumerate(ranked, start=1):
+            s = bl.summary_ms(values)
+            rows.append(
+                (
+                    n,
+                    s["n"],
+                    f"{s['mean']:.3f}",
+                    f"{s['p99']:.3f}",
+                    f"{s['max']:.2f}",
+                    f"{100 * sum(values) / total:.0f} %",
+                    short_sql(sql),
+                )
+            )
+        bl.print_table(header, rows)
+        print("\nSQL ms per payment by scenario and statement # (mean)")
+        per_scenario = Counter(p["scenario"] for p in sample)
+        header = ("scenario",) + tuple(f"#{n}" for n in range(1, len(ranked) + 1))
+        rows = []
+        for name in SCENARIOS:
+            if not per_scenario[name]:
+                continue
+            rows.append(
+                (name,)
+                + tuple(
+                    f"{1000 * timer.scenario_time[(name, sql)] / per_scenario[name]:.2f}"
+                    for sql, _ in ranked
+                )
+            )
+        bl.print_table(header, rows)
+        slow = [
+            (n, sql)
+            for n, (sql, values) in enumerate(ranked, start=1)
+            if bl.summary_ms(values)["mean"] >= args.explain_over_ms
+        ]
+        connection = session.connection()
+        raw = connection.connection.driver_connection
+        for n, sql in slow:
+            statement, parameters, _ = timer.example[sql]
+            print(f"\nplan of statement #{n} (its slowest call):")
+            print("  " + " ".join(statement.split()))
+            print(f"  parameters: {parameters!r}")
+            try:
+                plan = bl.explain(raw, statement, parameters)
+            except Exception as exc:  # noqa: BLE001 - a plan we cannot show is reported
+                plan = f"(no plan: {exc})"
+            print("  " + plan.replace("\n", "\n  "))
+        session.rollback()
+        result["statements"] = [
+            (short_sql(sql, 90), bl.summary_ms(values)["mean"]) for sql, values in ranked
+        ]
+    with app.app_context():
+        db.engine.dispose()
+    return result
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    print(f"checkout under test: {bl.ROOT} ({bl.describe_checkout()})")
+    print(f"load average: {bl.load_average()}")
+    tmp = None
+    try:
+        if args.database_url:
+            url = bl.normalise_url(args.database_url)
+        elif args.sqlite_file:
+            url = f"sqlite:///{args.sqlite_file.resolve()}"
+        else:
+            tmp = Path(tempfile.mkdtemp(prefix="marejesho-match-"))
+            url = f"sqlite:///{tmp / 'book.db'}"
+        prepare_book(url, args)
+        result = run(url, args)
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    o = result["overall"]
+    print(
+        f"\nSUMMARY match_latency {result['backend']} loans={args.loans} "
+        f"payments={o['n']} p50={o['p50']:.2f}ms p95={o['p95']:.2f}ms "
+        f"p99={o['p99']:.2f}ms max={o['max']:.1f}ms goal(p99<5ms)="
+        f"{'PASS' if o['p99'] < GOAL_P99_MS else 'FAIL'}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
