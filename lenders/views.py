@@ -101,3 +101,29 @@ def import_upload():
         f"{result.officers_created} new officers)."
     )
     return hx_redirect(url_for("lenders.borrowers"))
+
+
+@bp.post("/borrowers/<int:borrower_id>/sms")
+@roles("admin", "officer")
+def borrower_sms(borrower_id: int):
+    """The borrower's SMS language and opt-out (audited)."""
+    from lenders.book import record_audit
+
+    person = queries.get_borrower(db.session, current_user, borrower_id)
+    if person is None:
+        abort(404)
+    before = {"sms_language": person.sms_language, "sms_opt_out": person.sms_opt_out}
+    language = request.form.get("sms_language", "en")
+    person.sms_language = language if language in ("en", "sw") else "en"
+    person.sms_opt_out = request.form.get("sms_opt_out") == "1"
+    record_audit(
+        db.session,
+        "borrower.sms",
+        person,
+        actor=current_user,
+        before=before,
+        after={"sms_language": person.sms_language, "sms_opt_out": person.sms_opt_out},
+    )
+    db.session.commit()
+    flash("SMS preferences saved.")
+    return hx_redirect(url_for("lenders.borrower", borrower_id=borrower_id))

@@ -538,6 +538,22 @@ def alerts(session: Session, now: datetime) -> list[Alert]:
                 "review",
             )
         )
+    from payments.models import SmsMessage
+
+    failed_sms = session.scalar(
+        select(func.count()).where(
+            SmsMessage.status == "failed", SmsMessage.created_at >= now - timedelta(hours=24)
+        )
+    )
+    if failed_sms and failed_sms >= 3:
+        found.append(
+            Alert(
+                "warning",
+                f"{failed_sms} SMS failed in the last 24 hours",
+                "Check the SMS provider's settings and balance.",
+                None,
+            )
+        )
     for shortcode in session.scalars(select(Shortcode).order_by(Shortcode.number)):
         recent = list(
             session.scalars(

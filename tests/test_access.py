@@ -41,18 +41,27 @@ POLICY = {
     "payments.test_payment": {"admin"},
     "payments.check_connection": {"admin"},
     "payments.recent_payments": {"admin"},
+    "payments.sms_settings": {"admin"},
+    "payments.save_sms_provider": {"admin"},
+    "payments.save_sms_template": {"admin"},
+    "payments.preview_sms": {"admin"},
+    "payments.sms_list": {"admin", "officer"},
+    "payments.notices": {"admin", "officer"},
+    "payments.read_notices": {"admin", "officer"},
+    "lenders.borrower_sms": {"admin", "officer"},
+    "sms.delivery_report": None,
     "c2b.confirmation": None,
     "c2b.validation": None,
 }
 # Safaricom's callbacks, and nothing else, go without CSRF and login.
-CSRF_EXEMPT_BLUEPRINTS = {"c2b"}
+CSRF_EXEMPT_BLUEPRINTS = {"c2b", "sms"}  # and Africa's Talking's delivery reports
 
 
 def concrete_path(rule) -> str:
     def value(match):
         name = match.group(2)
         if match.group(1).startswith("any"):
-            return "approve"
+            return match.group(1).split("(")[1].split(",")[0].strip()
         return "1" if "id" in name else "X"
 
     return re.sub(r"<((?:\w+(?:\([^)]*\))?:)?)(\w+)>", value, rule.rule)
