@@ -6,10 +6,16 @@ from flask import Blueprint, abort, flash, request, url_for
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileAllowed, FileField, FileRequired
+from sqlalchemy import func, select
+from wtforms import PasswordField, SelectField, StringField
+from wtforms.fields.choices import SelectChoice
+from wtforms.validators import DataRequired, Length, Regexp
 
 from lenders import queries
+from lenders.book import record_audit
 from lenders.extensions import db
-from lenders.importer import import_loans, utf8_lines
+from lenders.importer import EMAIL, import_loans, utf8_lines
+from lenders.models import StaffUser
 from lenders.web import hx_redirect, nairobi_today, render_page, roles
 
 bp = Blueprint("lenders", __name__, url_prefix="/lenders")
@@ -107,8 +113,6 @@ def import_upload():
 @roles("admin", "officer")
 def borrower_sms(borrower_id: int):
     """The borrower's SMS language and opt-out (audited)."""
-    from lenders.book import record_audit
-
     person = queries.get_borrower(db.session, current_user, borrower_id)
     if person is None:
         abort(404)
@@ -127,3 +131,92 @@ def borrower_sms(borrower_id: int):
     db.session.commit()
     flash("SMS preferences saved.")
     return hx_redirect(url_for("lenders.borrower", borrower_id=borrower_id))
+
+
+class StaffForm(FlaskForm):
+    email = StringField(
+        "Email",
+        validators=[
+            DataRequired(),
+            Regexp(EMAIL.pattern, message="Not an e-mail address."),
+            Length(max=254),
+        ],
+    )
+    name = StringField("Name", validators=[DataRequired(), Length(max=120)])
+    role = SelectField(
+        "Role", choices=[SelectChoice("officer", "Loan officer"), SelectChoice("admin", "Admin")]
+    )
+    password = PasswordField(
+        "Password (at least 10 characters)", validators=[DataRequired(), Length(min=10, max=200)]
+    )
+
+
+@bp.get("/staff/")
+@roles("admin")
+def staff():
+    """Staff and their roles; admins add people, deactivate them, end their sessions."""
+    people = db.session.scalars(
+        select(StaffUser).order_by(StaffUser.active.desc(), StaffUser.name)
+    ).all()
+    return render_page("lenders/staff.html", "content", people=people, form=StaffForm(), errors={})
+
+
+@bp.post("/staff/")
+@roles("admin")
+def add_staff():
+    """Add a member of staff (or update the one with that e-mail)."""
+    form = StaffForm()
+    people = db.session.scalars(select(StaffUser).order_by(StaffUser.name)).all()
+    if not form.validate():
+        errors = {name: field.errors[0] for name, field in form._fields.items() if field.errors}
+        return render_page(
+            "lenders/staff.html", "content", people=people, form=form, errors=errors
+        ), 422
+    email = form.email.data.strip().lower()
+    user = db.session.scalar(select(StaffUser).where(func.lower(StaffUser.email) == email))
+    created = user is None
+    if created:
+        user = StaffUser(email=email, name=form.name.data, role=form.role.data)
+        db.session.add(user)
+    user.name, user.role, user.active = form.name.data.strip(), form.role.data, True
+    user.set_password(form.password.data)
+    db.session.flush()
+    record_audit(
+        db.session,
+        "staff.created" if created else "staff.updated",
+        user,
+        actor=current_user,
+        after={"email": email, "role": user.role},
+    )
+    db.session.commit()
+    flash(f"{user.name} can log in as {user.role}.")
+    return hx_redirect(url_for("lenders.staff"))
+
+
+@bp.post("/staff/<int:staff_id>/<any(deactivate, activate, end_sessions):action>")
+@roles("admin")
+def change_staff(staff_id: int, action: str):
+    """Deactivate (which ends every session), reactivate, or end a person's sessions."""
+    user = db.session.get(StaffUser, staff_id)
+    if user is None:
+        abort(404)
+    if user.id == current_user.id and action != "end_sessions":
+        flash("You cannot change your own access here.")
+        return hx_redirect(url_for("lenders.staff"))
+    before = {"active": user.active}
+    if action == "deactivate":
+        user.active = False
+    elif action == "activate":
+        user.active = True
+    user.end_sessions()
+    record_audit(
+        db.session,
+        f"staff.{action}",
+        user,
+        actor=current_user,
+        before=before,
+        after={"active": user.active},
+    )
+    db.session.commit()
+    flash(f"{user.name}: {action.replace('_', ' ')} done.")
+    return hx_redirect(url_for("lenders.staff"))

@@ -130,3 +130,75 @@ def test_failed_logins_are_logged_without_the_password(client, make_staff, caplo
         post_login(client, user.email, "hunter2-secret-guess")
     assert any("login failed" in r.getMessage() for r in caplog.records)
     assert "hunter2-secret-guess" not in caplog.text
+
+
+def test_admin_deactivating_someone_ends_their_session_at_once(app, make_staff):
+    officer = make_staff("officer")
+    admin = make_staff("admin")
+    officer_client, admin_client = app.test_client(), app.test_client()
+    for client, user in ((officer_client, officer), (admin_client, admin)):
+        token = (
+            client.get("/login")
+            .get_data(True)
+            .split('name="csrf_token" type="hidden" value="')[1]
+            .split('"')[0]
+        )
+        assert (
+            client.post(
+                "/login", data={"email": user.email, "password": PASSWORD, "csrf_token": token}
+            ).status_code
+            == 303
+        )
+    assert officer_client.get("/lenders/borrowers/").status_code == 200
+    token = (
+        admin_client.get("/lenders/staff/")
+        .get_data(True)
+        .split('"X-CSRFToken": "')[1]
+        .split('"')[0]
+    )
+    response = admin_client.post(
+        f"/lenders/staff/{officer.id}/deactivate", data={"csrf_token": token}
+    )
+    assert response.status_code == 303
+    assert officer_client.get("/lenders/borrowers/").status_code == 303  # back to login
+
+
+def test_admin_adds_an_officer_who_can_then_log_in(app, client, auth):
+    auth.login("admin")
+    token = client.csrf_token("/lenders/staff/")
+    response = client.post(
+        "/lenders/staff/",
+        data={
+            "csrf_token": token,
+            "email": "New.Officer@Lender.test",
+            "name": "New Officer",
+            "role": "officer",
+            "password": "a long password",
+        },
+    )
+    assert response.status_code == 303
+    short = client.post(
+        "/lenders/staff/",
+        data={
+            "csrf_token": token,
+            "email": "x@lender.test",
+            "name": "X",
+            "role": "officer",
+            "password": "short",
+        },
+    )
+    assert short.status_code == 422 and "at least 10" in short.get_data(as_text=True)
+    other = app.test_client()
+    page = other.get("/login").get_data(True)
+    token = page.split('name="csrf_token" type="hidden" value="')[1].split('"')[0]
+    assert (
+        other.post(
+            "/login",
+            data={
+                "email": "new.officer@lender.test",
+                "password": "a long password",
+                "csrf_token": token,
+            },
+        ).status_code
+        == 303
+    )
