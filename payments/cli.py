@@ -155,3 +155,30 @@ def emulator(host: str, port: int, config_file) -> None:
     if current_app.config["ENV_NAME"] == "production":
         raise click.ClickException("the Daraja emulator never runs in production")
     serve(host, port, json.load(config_file) if config_file else None)
+
+
+@group.command("import-statement")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--shortcode", "number", help="The paybill or till the statement is for.")
+@with_appcontext
+def import_statement_command(path: str, number: str | None) -> None:
+    """Reconcile an M-Pesa org-portal statement (CSV or XLSX); prints a JSON summary.
+    Credits no callback delivered are stored and matched like callbacks."""
+    from pathlib import Path
+
+    from payments.jobs import enqueue, process_payment_job
+    from payments.statements import import_statement
+
+    query = select(Shortcode)
+    if number:
+        query = query.where(Shortcode.number == number)
+    found = db.session.scalars(query).all()
+    if len(found) != 1:
+        raise click.ClickException(
+            f"no shortcode {number}" if number else "several shortcodes: name one with --shortcode"
+        )
+    summary = import_statement(db.session, Path(path), found[0])
+    db.session.commit()
+    for payment_id in summary.new_payment_ids:
+        enqueue(process_payment_job, payment_id)
+    click.echo(json.dumps(summary.as_json()))
