@@ -28,9 +28,10 @@ KEPT_HEADERS = ("User-Agent", "Content-Type", "Content-Length", "X-Forwarded-For
 
 
 class RedactCallbackTokens(logging.Filter):
-    """Access logs show /payments/c2b/***/confirmation: the token is a secret."""
+    """Access logs show /payments/c2b/***/confirmation (and SMS delivery reports' URL):
+    the tokens are secrets."""
 
-    pattern = re.compile(r"(/payments/c2b/)[^/\s]+")
+    pattern = re.compile(r"(/payments/(?:c2b|sms)/)[^/\s]+")
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.args:

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from functools import cache
 
 from flask import current_app, has_app_context
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from lenders.extensions import db
@@ -213,6 +213,21 @@ def sweep_queued_messages(older_than: timedelta = timedelta(seconds=60)) -> int:
     from payments.models import SmsMessage
 
     with job_context():
+        # A job that died between claiming and recording leaves "sending": say so, do
+        # not guess whether the provider took it.
+        db.session.execute(
+            update(SmsMessage)
+            .where(
+                SmsMessage.status == "sending",
+                SmsMessage.created_at <= datetime.now(UTC) - timedelta(minutes=10),
+            )
+            .values(
+                status="failed",
+                attempts=SMS_ATTEMPTS,
+                error="interrupted while sending; check with the provider",
+            )
+        )
+        db.session.commit()
         cutoff = datetime.now(UTC) - older_than
         ids = list(
             db.session.scalars(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import re
 from datetime import UTC, datetime
 
 from flask import Blueprint, abort, flash, request, url_for
@@ -138,6 +139,10 @@ def save_sms_template():
     form = TemplateForm()
     if not form.validate() or form.key.data not in sms.TEMPLATE_KEYS:
         abort(400)
+    problems = sms.template_problems(form.body.data)
+    if problems:
+        flash(f"Template not saved: {'; '.join(problems)}.")
+        return hx_redirect(url_for("payments.sms_settings"))
     row = db.session.get(SmsTemplate, (form.key.data, form.language.data)) or SmsTemplate(
         key=form.key.data, language=form.language.data
     )
@@ -223,7 +228,8 @@ def unread_notices() -> int:
 def delivery_report(token: str):
     """Africa's Talking's delivery report (form fields id, status, failureReason)."""
     row = db.session.get(SmsSettings, 1)
-    if row is None or not hmac.compare_digest(row.callback_token, token[:64]):
+    valid = re.fullmatch(r"[0-9a-f]{32,64}", token) is not None
+    if row is None or not valid or not hmac.compare_digest(row.callback_token, token):
         log.warning("delivery report with an unknown token from %s", request.remote_addr)
         abort(404)
     message_id = (request.form.get("id") or "")[:80]

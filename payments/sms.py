@@ -7,14 +7,14 @@ job that runs twice from texting twice. Phones are masked in logs."""
 from __future__ import annotations
 
 import logging
-import string
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -66,7 +66,8 @@ def segments(text: str) -> tuple[int, str]:
     if all(ch in GSM7 for ch in text):
         length = sum(2 if ch in "^{}\\[~]|€" else 1 for ch in text)
         return (1 if length <= 160 else -(-length // 153)), "GSM-7"
-    return (1 if len(text) <= 70 else -(-len(text) // 67)), "UCS-2"
+    units = len(text.encode("utf-16-le")) // 2  # an emoji takes two
+    return (1 if units <= 70 else -(-units // 67)), "UCS-2"
 
 
 def template_text(session: Session, key: str, language: str) -> str:
@@ -74,10 +75,25 @@ def template_text(session: Session, key: str, language: str) -> str:
     return row.body if row else DEFAULT_TEMPLATES[(key, language)]
 
 
+_PLACEHOLDER = re.compile(r"\{(\w+)\}")
+
+
 def render(text: str, variables: dict[str, str]) -> str:
-    """Fill ``{name}`` placeholders; unknown ones are left as typed, never an error."""
-    names = {name for _, name, _, _ in string.Formatter().parse(text) if name}
-    return text.format_map({n: variables.get(n, "{" + n + "}") for n in names})
+    """Fill ``{name}`` placeholders; anything else (unknown names, a half-typed brace) is
+    left as typed, never an error."""
+    return _PLACEHOLDER.sub(lambda m: variables.get(m.group(1), m.group(0)), text)
+
+
+def template_problems(text: str) -> list[str]:
+    """Why a template would not read right: unknown variables, stray braces."""
+    problems = [
+        f"unknown variable {{{name}}}"
+        for name in _PLACEHOLDER.findall(text)
+        if name not in VARIABLES
+    ]
+    if _PLACEHOLDER.sub("", text).count("{") or _PLACEHOLDER.sub("", text).count("}"):
+        problems.append("a { or } without a variable name")
+    return problems
 
 
 @dataclass
@@ -101,18 +117,24 @@ def receipt_for(session: Session, payment: C2BPayment, lender: str) -> Receipt |
     live = [r for r in payment.repayments if not r.reversed]
     if not live:
         return "nothing was posted"
-    first = session.get(Loan, live[0].loan_id)
-    session.refresh(first)
-    nxt = first.next_due
+    loans = [session.get(Loan, r.loan_id) for r in live]
+    for loan in loans:
+        session.refresh(loan)
+    first = loans[0]
+    # What the borrower owes next: the first loan of this posting that still owes.
+    owing = next((loan for loan in loans if loan.outstanding > 0), None)
+    nxt = owing.next_due if owing else None
     language = borrower.sms_language if borrower.sms_language in ("en", "sw") else "en"
     if nxt is None:
         next_due = "Loan fully paid." if language == "en" else "Mkopo umelipwa wote."
     else:
         when = nxt.due_on.strftime("%d %b")
+        named = f" on {owing.number}" if owing is not first else ""
         next_due = (
-            f"Next {format_kes(nxt.outstanding)} by {when}."
+            f"Next {format_kes(nxt.outstanding)}{named} by {when}."
             if language == "en"
-            else f"Ijayo {format_kes(nxt.outstanding)} kufikia {when}."
+            else f"Ijayo {format_kes(nxt.outstanding)}{named.replace(' on ', ' kwa ')} "
+            f"kufikia {when}."
         )
     credit = sum((r.to_credit for r in live), Decimal("0.00"))
     allocations = ", ".join(
@@ -171,10 +193,13 @@ class AfricasTalkingProvider:
             raise SmsFailed(f"Africa's Talking refused: {str(exc)[:200]}") from exc
         except OSError as exc:  # connection errors and timeouts from requests
             raise SmsFailed("Africa's Talking could not be reached") from exc
+        if not isinstance(answer, dict):
+            raise SmsFailed("Africa's Talking answered something that is not JSON")
         try:
             recipient = answer["SMSMessageData"]["Recipients"][0]
         except (KeyError, IndexError, TypeError) as exc:
-            message = (answer or {}).get("SMSMessageData", {}).get("Message", "no recipient")
+            data = answer.get("SMSMessageData")
+            message = data.get("Message", "no recipient") if isinstance(data, dict) else "?"
             raise SmsFailed(f"Africa's Talking sent nothing: {message}") from exc
         if recipient.get("statusCode") not in (100, 101, 102):
             raise SmsFailed(f"Africa's Talking: {recipient.get('status', 'refused')}")
@@ -228,11 +253,22 @@ def queue_receipt(session: Session, payment_id: int, lender: str) -> SmsMessage 
 
 
 def claim_message(session: Session, message_id: int) -> bool:
-    """Mark a queued (or failed) message as being sent; False if another job has it."""
+    """Mark a queued message as being sent; False if another job has it or it is done. A
+    failed message is sent again only if no provider ever accepted it and attempts remain."""
+    from payments.jobs import SMS_ATTEMPTS
+
+    retryable = or_(
+        SmsMessage.status == "queued",
+        and_(
+            SmsMessage.status == "failed",
+            SmsMessage.provider_message_id.is_(None),
+            SmsMessage.attempts < SMS_ATTEMPTS,
+        ),
+    )
     return bool(
         session.execute(
             update(SmsMessage)
-            .where(SmsMessage.id == message_id, SmsMessage.status.in_(("queued", "failed")))
+            .where(SmsMessage.id == message_id, retryable)
             .values(status="sending", attempts=SmsMessage.attempts + 1)
             .execution_options(synchronize_session=False)
         ).rowcount
