@@ -138,6 +138,8 @@ def _demo_csv(rng: random.Random, today) -> list[str]:
         frequency = rng.choice(["weekly", "monthly"])
         count = rng.choice([4, 8, 12]) if frequency == "weekly" else rng.choice([3, 6, 12])
         state = rng.random()
+        if n == 1:  # Jane's LOAN-000123, the README's walk-through, is active and part paid
+            state = 0.5
         if state < 0.07:  # pending: disbursement booked for the coming days
             disbursed, paid = today + timedelta(days=rng.randrange(1, 7)), Decimal(0)
         elif state < 0.2:  # closed: paid in full

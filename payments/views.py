@@ -8,7 +8,7 @@ import io
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 
-from flask import Blueprint, Response, abort, flash, request, url_for
+from flask import Blueprint, Response, abort, flash, request, stream_with_context, url_for
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from sqlalchemy import select
@@ -149,7 +149,7 @@ def export_transactions():
 
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M")
     return Response(
-        generate(),
+        stream_with_context(generate()),
         mimetype="text/csv",
         headers={"Content-Disposition": f'attachment; filename="transactions-{stamp}.csv"'},
     )

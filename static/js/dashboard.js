@@ -29,5 +29,5 @@
   }
 
   document.addEventListener("DOMContentLoaded", function () { draw(document); });
-  document.addEventListener("htmx:afterSwap", function (event) { draw(document); });
+  document.addEventListener("htmx:afterSettle", function () { draw(document); });
 })();
