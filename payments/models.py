@@ -254,7 +254,7 @@ class SmsSettings(db.Model):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     provider: Mapped[str] = mapped_column(String(20), default="console")
-    username: Mapped[str | None] = mapped_column(String(80))
+    username: Mapped[str | None] = mapped_column(EncryptedText)  # encrypted like the key
     api_key: Mapped[str | None] = mapped_column(EncryptedText)
     sender_id: Mapped[str | None] = mapped_column(String(11))
     callback_token: Mapped[str] = mapped_column(String(64), default=new_callback_token)

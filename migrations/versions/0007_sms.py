@@ -21,7 +21,7 @@ def upgrade():
     op.create_table('sms_settings',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('provider', sa.String(length=20), nullable=False),
-    sa.Column('username', sa.String(length=80), nullable=True),
+    sa.Column('username', sa.Text(), nullable=True),
     sa.Column('api_key', sa.Text(), nullable=True),
     sa.Column('sender_id', sa.String(length=11), nullable=True),
     sa.Column('callback_token', sa.String(length=64), nullable=False),
