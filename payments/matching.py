@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from lenders.models import Borrower, BorrowerPhone, Installment, Loan
@@ -224,23 +224,36 @@ def find_payer(session: Session, msisdn: str, form: str, first_name: str) -> tup
         if parts is None or len(parts[0]) < 4 or len(parts[1]) < 3:
             return None, f"payer {label}: too little of the number is shown"
         head, tail = parts
+        key = head[:4] + tail[-3:]
+        if not first_name:
+            count = session.scalar(select(func.count()).where(BorrowerPhone.masked_key == key))
+            if count:
+                return None, f"payer {label} could be {count} borrower(s) but sent no name"
+            return None, f"payer {label} matches no borrower"
+        # There are only a thousand masked keys, so at a million phones each names about
+        # a thousand: the database keeps those with the payer's first name, then the digits
+        # and the name are checked exactly here.
+        token = re.sub(r"([\\%_])", r"\\\1", first_name)
+        named = or_(
+            *(
+                Borrower.name.ilike(p, escape="\\")
+                for p in (token, f"{token} %", f"% {token}", f"% {token} %")
+            )
+        )
         candidates = session.execute(
             select(BorrowerPhone.number, Borrower.id, Borrower.name)
             .join(Borrower, Borrower.id == BorrowerPhone.borrower_id)
-            .where(BorrowerPhone.masked_key == head[:4] + tail[-3:])
+            .where(BorrowerPhone.masked_key == key, named)
         ).all()
-        digits = [
-            (n, bid, name) for n, bid, name in candidates if n.startswith(head) and n.endswith(tail)
-        ]
-        if not first_name:
-            if digits:
-                return None, f"payer {label} could be {len(digits)} borrower(s) but sent no name"
-            return None, f"payer {label} matches no borrower"
         wanted = first_name.casefold()
         ids = {
-            bid for _, bid, name in digits if wanted in (part.casefold() for part in name.split())
+            bid
+            for n, bid, name in candidates
+            if n.startswith(head)
+            and n.endswith(tail)
+            and wanted in (part.casefold() for part in name.split())
         }
-        if not ids and digits:
+        if not ids and session.scalar(select(func.count()).where(BorrowerPhone.masked_key == key)):
             return None, f"payer {label}: no borrower with those digits is called {first_name}"
     else:
         return None, "the payment carries no usable MSISDN"
