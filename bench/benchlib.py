@@ -27,19 +27,103 @@ ANCHOR = date(2026, 11, 1)
 BENCH_FERNET_KEY = "YmVuY2gtb25seS1ub3QtYS1zZWNyZXQta2V5LTAwMDA="
 BENCH_SECRET_KEY = "bench-only-not-a-secret"
 
-FIRST_NAMES = (
-    "Jane John Mary Peter Grace James Faith David Mercy Joseph Esther Daniel Ann Samuel Lucy "
-    "Brian Njeri Kevin Akinyi Kiprono Wairimu Mutua Achieng Kipchoge Nafula Omondi Chebet "
-    "Mwangi Atieno Wekesa Wanjiru Kibet Moraa Nyokabi Juma Halima Amina Hassan Fatuma Baraka "
-    "Zawadi Imani Neema Tabitha Caroline Dennis Collins Purity Beatrice Cynthia Evans Felix"
-).split()
-MIDDLE_NAMES = "Wambui Njoki Auma Jepkoech Kerubo Muthoni Chepkemoi Anyango".split()
-SURNAMES = (
-    "Wanjiku Otieno Kamau Mwangi Ochieng Kiptoo Njoroge Wambui Mutiso Onyango Cherono Kariuki "
-    "Nyambura Barasa Macharia Awuor Kimani Langat Muthoni Wafula Nganga Ruto Koech Odhiambo "
-    "Maina Kiprotich Nyaga Mohamed Ali Abdi Wekesa Simiyu Okoth Achieng Karanja Mugo Gitau "
-    "Kilonzo Mwende Nduta"
-).split()
+FIRST_NAMES = [
+    "Jane",
+    "John",
+    "Mary",
+    "Peter",
+    "Grace",
+    "James",
+    "Faith",
+    "David",
+    "Mercy",
+    "Joseph",
+    "Esther",
+    "Daniel",
+    "Ann",
+    "Samuel",
+    "Lucy",
+    "Brian",
+    "Njeri",
+    "Kevin",
+    "Akinyi",
+    "Kiprono",
+    "Wairimu",
+    "Mutua",
+    "Achieng",
+    "Kipchoge",
+    "Nafula",
+    "Omondi",
+    "Chebet",
+    "Mwangi",
+    "Atieno",
+    "Wekesa",
+    "Wanjiru",
+    "Kibet",
+    "Moraa",
+    "Nyokabi",
+    "Juma",
+    "Halima",
+    "Amina",
+    "Hassan",
+    "Fatuma",
+    "Baraka",
+    "Zawadi",
+    "Imani",
+    "Neema",
+    "Tabitha",
+    "Caroline",
+    "Dennis",
+    "Collins",
+    "Purity",
+    "Beatrice",
+    "Cynthia",
+    "Evans",
+    "Felix",
+]
+MIDDLE_NAMES = ["Wambui", "Njoki", "Auma", "Jepkoech", "Kerubo", "Muthoni", "Chepkemoi", "Anyango"]
+SURNAMES = [
+    "Wanjiku",
+    "Otieno",
+    "Kamau",
+    "Mwangi",
+    "Ochieng",
+    "Kiptoo",
+    "Njoroge",
+    "Wambui",
+    "Mutiso",
+    "Onyango",
+    "Cherono",
+    "Kariuki",
+    "Nyambura",
+    "Barasa",
+    "Macharia",
+    "Awuor",
+    "Kimani",
+    "Langat",
+    "Muthoni",
+    "Wafula",
+    "Nganga",
+    "Ruto",
+    "Koech",
+    "Odhiambo",
+    "Maina",
+    "Kiprotich",
+    "Nyaga",
+    "Mohamed",
+    "Ali",
+    "Abdi",
+    "Wekesa",
+    "Simiyu",
+    "Okoth",
+    "Achieng",
+    "Karanja",
+    "Mugo",
+    "Gitau",
+    "Kilonzo",
+    "Mwende",
+    "Nduta",
+]
 OFFICERS = (
     "wanjiru.kamau@bench.marejesho.test",
     "otieno.odhiambo@bench.marejesho.test",
@@ -255,8 +339,20 @@ def write_small_book(path: Path, loans: int, seed: int) -> None:
     with open(path, "w", encoding="utf-8", newline="") as stream:
         writer = csv.writer(stream)
         writer.writerow(
-            "loan_number borrower_name national_id phone principal interest fees disbursed_on "
-            "installments frequency amount_paid officer_email".split()
+            [
+                "loan_number",
+                "borrower_name",
+                "national_id",
+                "phone",
+                "principal",
+                "interest",
+                "fees",
+                "disbursed_on",
+                "installments",
+                "frequency",
+                "amount_paid",
+                "officer_email",
+            ]
         )
         for n, (name, national_id, phone) in enumerate(slots[:loans], start=1):
             principal = rng.randrange(10, 1001) * 100
@@ -303,7 +399,7 @@ MIX_PRIME = 1_000_003
 def mix(expr: str, k: int) -> str:
     """A deterministic pseudo-random integer in [0, 1000003) from an integer SQL expression."""
     a, c = _MIX[k % len(_MIX)]
-    return f"((({expr}) * {a} + {c}) % {MIX_PRIME})"
+    return f"((CAST({expr} AS BIGINT) * {a} + {c}) % {MIX_PRIME})"
 
 
 def coprime_multiplier(modulus: int) -> int:
@@ -482,7 +578,7 @@ def build_book(
     ]
     step("staff and name tables", *names, *staff)
 
-    national = f"(10000000 + (n * 7919) % 30000000)"
+    national = "(10000000 + (n * 7919) % 30000000)"
     step(
         f"{borrowers:,} borrowers",
         f"WITH {d.series(borrowers)} "
@@ -514,8 +610,10 @@ def build_book(
         f"WHEN n <= {borrowers + two} THEN ((n - {borrowers}) * {mult}) % {borrowers} + 1 "
         f"ELSE ((n - {borrowers + two}) * {mult}) % {borrowers} + 1 END"
     )
-    rate = f"CASE {mix('n', 3)} % 5 WHEN 0 THEN 0.10 WHEN 1 THEN 0.12 WHEN 2 THEN 0.15 " \
+    rate = (
+        f"CASE {mix('n', 3)} % 5 WHEN 0 THEN 0.10 WHEN 1 THEN 0.12 WHEN 2 THEN 0.15 "
         "WHEN 3 THEN 0.20 ELSE 0.25 END"
+    )
     status = (
         f"CASE WHEN {mix('n', 4)} % 100 < 80 THEN 'active' "
         f"WHEN {mix('n', 4)} % 100 < 95 THEN 'closed' "
@@ -533,9 +631,7 @@ def build_book(
         "SELECT b.*, round(principal * rate, 2) AS interest, "
         "principal + round(principal * rate, 2) + fees AS total FROM (" + base + ") b"
     )
-    paid_count = (
-        "CASE status WHEN 'closed' THEN cnt WHEN 'pending' THEN 0 ELSE h % cnt END"
-    )
+    paid_count = "CASE status WHEN 'closed' THEN cnt WHEN 'pending' THEN 0 ELSE h % cnt END"
     per = "round(total * 1.0 / cnt, 2)"
     disbursed = (
         f"CASE WHEN status = 'pending' THEN {d.days_after(d.date_literal(ANCHOR), '1 + h % 14')} "

@@ -42,10 +42,16 @@ def job_context() -> Iterator[None]:
             db.session.remove()
 
 
-def redis_connection():
+@cache
+def _redis(url: str):
     from redis import Redis
 
-    return Redis.from_url(current_app.config["REDIS_URL"])
+    return Redis.from_url(url)
+
+
+def redis_connection():
+    """One connection pool per process and URL (a new one per enqueue cost half a request)."""
+    return _redis(current_app.config["REDIS_URL"])
 
 
 def enqueue(job: Callable, *args) -> None:

@@ -119,7 +119,10 @@ class C2BPayment(db.Model):
         ),
         CheckConstraint("amount > 0", name="amount_positive"),
         Index("ix_c2b_payment_status_received", "status", "received_at"),
+        Index("ix_c2b_payment_status_id", "status", "id"),  # a status's keyset pages
         Index("ix_c2b_payment_trans_time", "trans_time"),
+        Index("ix_c2b_payment_trans_id", "trans_id"),  # a receipt typed in the search
+        Index("ix_c2b_payment_msisdn", "msisdn"),  # a phone in any form
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

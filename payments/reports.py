@@ -19,6 +19,7 @@ from payments.models import C2BPayment, CallbackLog, Shortcode, payment_repaymen
 
 NAIROBI = ZoneInfo("Africa/Nairobi")
 PAGE_SIZE = 50
+RECEIPT = re.compile(r"(?=[0-9A-Z]*[0-9])[A-Z][0-9A-Z]{9}")  # TK60708BHZ: ten, with a digit
 OPEN_STATUSES = ("received", "unmatched", "failed")  # nobody's portfolio yet
 ZERO = Decimal("0.00")
 
@@ -103,16 +104,19 @@ class TransactionFilter:
             conditions.append(C2BPayment.rule == self.rule)
         if self.shortcode:
             conditions.append(C2BPayment.shortcode.has(Shortcode.number == self.shortcode))
-        if self.loan:
+        if self.loan:  # from the loan to its payments, by index (not EXISTS per payment)
             conditions.append(
-                exists().where(
-                    payment_repayment.c.payment_id == C2BPayment.id,
-                    Repayment.id == payment_repayment.c.repayment_id,
-                    Loan.id == Repayment.loan_id,
-                    Loan.reference_key == reference_key(self.loan),
+                C2BPayment.id.in_(
+                    select(payment_repayment.c.payment_id)
+                    .join(Repayment, Repayment.id == payment_repayment.c.repayment_id)
+                    .join(Loan, Loan.id == Repayment.loan_id)
+                    .where(Loan.reference_key == reference_key(self.loan))
                 )
             )
-        if self.q:
+        if self.q and RECEIPT.fullmatch(self.q.strip().upper()):
+            # a receipt number: found by its index, not by scanning names and accounts
+            conditions.append(C2BPayment.trans_id == self.q.strip().upper())
+        elif self.q:
             like = "%" + re.sub(r"([\\%_])", r"\\\1", self.q) + "%"
             conditions.append(
                 or_(
