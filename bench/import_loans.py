@@ -35,6 +35,8 @@ from datetime import date, timedelta
 from decimal import ROUND_DOWN, Decimal
 from pathlib import Path
 
+import benchlib  # noqa: E402 (bench/ is on sys.path when run as a script)
+
 ROOT = Path(__file__).resolve().parent.parent
 GOAL_LOANS, GOAL_SECONDS = 100_000, 60.0
 HEADER = (
@@ -55,60 +57,7 @@ HEADER = (
 ANCHOR = date(2026, 11, 1)
 CENT = Decimal("0.01")
 
-FIRST_NAMES = [
-    "Jane",
-    "John",
-    "Mary",
-    "Peter",
-    "Grace",
-    "James",
-    "Faith",
-    "David",
-    "Mercy",
-    "Joseph",
-    "Esther",
-    "Daniel",
-    "Ann",
-    "Samuel",
-    "Lucy",
-    "Brian",
-    "Njeri",
-    "Kevin",
-    "Akinyi",
-    "Kiprono",
-    "Wairimu",
-    "Mutua",
-    "Achieng",
-    "Kipchoge",
-    "Nafula",
-    "Omondi",
-    "Chebet",
-    "Mwangi",
-    "Atieno",
-    "Wekesa",
-    "Wanjiru",
-    "Kibet",
-    "Moraa",
-    "Nyokabi",
-    "Juma",
-    "Halima",
-    "Amina",
-    "Hassan",
-    "Fatuma",
-    "Baraka",
-    "Zawadi",
-    "Imani",
-    "Neema",
-    "Tabitha",
-    "Caroline",
-    "Dennis",
-    "Collins",
-    "Purity",
-    "Beatrice",
-    "Cynthia",
-    "Evans",
-    "Felix",
-]
+FIRST_NAMES = benchlib.FIRST_NAMES  # one list of Kenyan first names for every benchmark
 MIDDLE_NAMES = ("Wambui", "Njoki", "Auma", "Jepkoech", "Kerubo", "Muthoni", "Chepkemoi", "Anyango")
 SURNAMES = [
     "Wanjiku",

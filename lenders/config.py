@@ -23,17 +23,22 @@ def database_url(environ: Mapping[str, str]) -> str:
     return url
 
 
-def _development_secret_key() -> str:
-    """A key kept in instance/ so that dev sessions survive restarts and several workers."""
-    path = INSTANCE_DIR / "dev_secret_key"
+def instance_secret(name: str, make) -> str:
+    """A development secret kept in instance/ (made once by ``make()``), so that sessions
+    and encrypted columns survive restarts and several workers. Never used in production."""
+    path = INSTANCE_DIR / name
     try:
         return path.read_text().strip()
     except FileNotFoundError:
         INSTANCE_DIR.mkdir(parents=True, exist_ok=True)
-        key = secrets.token_hex(32)
-        path.write_text(key)
+        value = make()
+        path.write_text(value)
         path.chmod(0o600)
-        return key
+        return value
+
+
+def _development_secret_key() -> str:
+    return instance_secret("dev_secret_key", lambda: secrets.token_hex(32))
 
 
 def config_from_env(environ: Mapping[str, str] | None = None) -> dict:

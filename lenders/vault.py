@@ -10,21 +10,13 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from flask import Flask, current_app
 from sqlalchemy.types import Text, TypeDecorator
 
-from lenders.config import INSTANCE_DIR
+from lenders.config import instance_secret
 
 __all__ = ["EncryptedText", "InvalidToken", "init_app", "vault"]
 
 
 def _development_key() -> str:
-    path = INSTANCE_DIR / "dev_encryption_key"
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        INSTANCE_DIR.mkdir(parents=True, exist_ok=True)
-        key = Fernet.generate_key().decode()
-        path.write_text(key)
-        path.chmod(0o600)
-        return key
+    return instance_secret("dev_encryption_key", lambda: Fernet.generate_key().decode())
 
 
 def build_vault(keys: str) -> MultiFernet:
