@@ -9,7 +9,7 @@ import logging
 import re
 
 from flask import Blueprint, jsonify, request
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from lenders.extensions import csrf, db
@@ -62,11 +62,22 @@ def _wrong_method(error):
     return error
 
 
-def find_shortcode(token: str) -> Shortcode | None:
-    """The shortcode whose callback token this is (compared in constant time)."""
+_SHORTCODE_BY_TOKEN = select(
+    Shortcode.id,
+    Shortcode.number,
+    Shortcode.callback_token,
+    Shortcode.allowed_ips,
+    Shortcode.validation_policy,
+).where(Shortcode.callback_token == bindparam("token"))
+
+
+def find_shortcode(token: str):
+    """The shortcode whose callback token this is (compared in constant time): a plain row
+    of what a callback needs, not the model, whose encrypted credentials would be
+    decrypted on every callback."""
     if not _TOKEN.fullmatch(token or ""):  # before any query: no NUL reaches the driver
         return None
-    shortcode = db.session.scalar(select(Shortcode).where(Shortcode.callback_token == token))
+    shortcode = db.session.execute(_SHORTCODE_BY_TOKEN, {"token": token}).first()
     if shortcode is None or not hmac.compare_digest(shortcode.callback_token, token):
         return None
     return shortcode
