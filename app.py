@@ -15,6 +15,7 @@ from lenders.web import init_web, roles, unauthorized_to_login
 from payments import callbacks as payments_callbacks
 from payments import cli as payments_cli
 from payments import configuration as payments_configuration  # noqa: F401 (routes)
+from payments import jobs as payments_jobs
 from payments import messages as payments_messages
 from payments import views as payments_views
 
@@ -46,6 +47,7 @@ def create_app(config: dict | None = None) -> Flask:
     app.register_blueprint(payments_views.bp)
     payments_callbacks.init_app(app)
     payments_messages.init_app(app)
+    payments_jobs.init_app(app)
     app.cli.add_command(lenders_cli.group)
     app.cli.add_command(payments_cli.group)
 

@@ -4,8 +4,9 @@ Not a test: it prints figures. Set-up, as a lender would do it (not timed): a fr
 (the embedded default, a SQLite file in a temp dir; or PostgreSQL with --database-url),
 `flask --app app db upgrade`, `flask --app app payments add-shortcode 600984 --name Bench`,
 and `flask --app app lenders import-loans` of a generated book of --loans loans, so that
-matching and posting have real work. No REDIS_URL: each confirmation is stored, acknowledged
-and processed (matched and posted) in-process, as the embedded default does.
+matching and posting have real work. No REDIS_URL: each confirmation is stored and
+acknowledged by the request and processed (matched and posted) in-process, on the gunicorn
+worker's job thread once the worker is idle, as the embedded default does.
 
 Then, for each worker mode (gunicorn sync workers; gthread workers with --threads), it serves
 first the floor (bench/floor_app.py: the same route, parse the JSON, answer "Accepted") and
@@ -17,6 +18,8 @@ unknown payers) for --warmup then --duration seconds. It prints requests/s, p50/
 errors, gunicorn's CPU per request and the ratio app/floor (goal: >= 0.5), then checks the
 database: every acknowledged confirmation stored exactly once (c2b_payment rows == 200
 answers, one callback_log each) and how they ended (posted / unmatched / received / failed).
+For the embedded app, gunicorn keeps running after the load stops until the job threads have
+processed the burst's backlog (at most --drain-timeout), and that time is printed.
 
 A third target, "app+redis", serves the app with REDIS_URL pointing at a private
 redis-server this script starts on a loopback port (memory only, stopped at the end): the
@@ -97,6 +100,14 @@ def parse_args(argv):
         help="skip the third target: the app with REDIS_URL pointing at a private "
         "redis-server started for the run (store + enqueue only, no RQ worker: the "
         "production shape of the endpoint; rows stay 'received')",
+    )
+    parser.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=900,
+        metavar="SECONDS",
+        help="after the embedded app's run, wait at most this long for its job threads to "
+        "process the backlog before stopping it (900)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument("--allow-any-database", action="store_true")
@@ -517,7 +528,9 @@ def profile_inprocess(
     from app import create_app
     from lenders.extensions import db
 
-    app = create_app({"REDIS_URL": redis_url} if redis_url else None)
+    # Jobs inline (not on the job thread), so that cProfile, which follows one thread,
+    # sees where processing's time goes too.
+    app = create_app({"REDIS_URL": redis_url, "JOBS_IN_BACKGROUND": False})
     client = app.test_client()
     bodies.start_run("Q" if redis_url else "P")  # TransIDs of their own: no duplicates
     statements = {"n": 0}
@@ -570,6 +583,30 @@ def profile_inprocess(
 
 # ---------------------------------------------------------------------------------------------
 # The database check
+
+
+def wait_for_processing(url: str, prefix: str, timeout: float) -> dict:
+    """After the load stops, with the server still up: how long its job threads take to
+    match and post the payments the burst left in ``received``."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(bl.normalise_url(url))
+    query = text("SELECT count(*) FROM c2b_payment WHERE trans_id LIKE :p AND status = 'received'")
+    started = time.perf_counter()
+    with engine.connect() as connection:
+        backlog = left = connection.execute(query, {"p": prefix + "%"}).scalar()
+        while left and time.perf_counter() - started < timeout:
+            time.sleep(0.5)
+            left = connection.execute(query, {"p": prefix + "%"}).scalar()
+            connection.rollback()
+    engine.dispose()
+    seconds = time.perf_counter() - started
+    return {
+        "backlog": backlog,
+        "left": left,
+        "seconds": seconds,
+        "rate": (backlog - left) / seconds if seconds else 0.0,
+    }
 
 
 def check_database(url: str, prefix: str, load: Load) -> dict:
@@ -630,6 +667,7 @@ class Run:
     target: str
     load: Load
     check: dict | None = None
+    drain: dict | None = None
 
 
 def summary(values: list[float]) -> dict:
@@ -703,9 +741,14 @@ def main(argv=None) -> int:
                             process.pid,
                         )
                     )
+                    drain = (
+                        wait_for_processing(url, "S" + letter, args.drain_timeout)
+                        if target == "app"
+                        else None
+                    )
                 finally:
                     stop(process)
-                run = Run(mode, target, load)
+                run = Run(mode, target, load, drain=drain)
                 s = summary(load.latencies)
                 print(
                     f"  {load.rate:,.0f} req/s, p50 {s['p50']:.1f} ms, p99 {s['p99']:.1f} ms, "
@@ -717,6 +760,15 @@ def main(argv=None) -> int:
                     c = run.check
                     if target == "app+redis":
                         c["queued"] = queued_jobs(redis[1])
+                    if drain:
+                        print(
+                            f"  processing: {drain['backlog']:,} payments still in received "
+                            f"when the load stopped; all processed {drain['seconds']:.1f} s "
+                            f"later ({drain['rate']:,.0f} payments/s)"
+                            if drain["left"] == 0
+                            else f"  processing: {drain['left']:,} still in received after "
+                            f"{drain['seconds']:.0f} s (--drain-timeout)"
+                        )
                     print(
                         f"  database: {c['rows']:,} c2b_payment rows for {c['acknowledged']:,} "
                         f"acknowledged; statuses {dict(c['statuses'])}"
@@ -847,8 +899,10 @@ def main(argv=None) -> int:
     bl.print_table(header, rows)
     print(f"bodies sent by kind: {dict(bodies.kinds)}")
     print(
-        "app = the embedded default (no REDIS_URL: matching, posting, SMS receipt and notices "
-        "run inside the request); app+redis = REDIS_URL set, the request stores and enqueues"
+        "app = the embedded default (no REDIS_URL): the request stores and acknowledges; "
+        "matching, posting, the SMS receipt and notices run on each worker's job thread when "
+        "the worker is idle (the processing line above says how long the burst's backlog "
+        "took); app+redis = REDIS_URL set, the request stores and enqueues"
     )
     for run in runs:
         if run.target != "floor" and floor_rate.get(run.mode):

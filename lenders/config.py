@@ -60,6 +60,9 @@ def config_from_env(environ: Mapping[str, str] | None = None) -> dict:
         # Errors never print bound values: tokens, phones and names stay out of the logs.
         "SQLALCHEMY_ENGINE_OPTIONS": {"hide_parameters": True, "pool_pre_ping": True},
         "REDIS_URL": env.get("REDIS_URL") or None,
+        # Without REDIS_URL, a request's jobs run on its server process's job thread once
+        # it is answered (False: inside the request, as the tests do).
+        "JOBS_IN_BACKGROUND": True,
         "PUBLIC_BASE_URL": public_base_url,
         "MAREJESHO_ENCRYPTION_KEYS": env.get("MAREJESHO_ENCRYPTION_KEYS", ""),
         # Proxies in front of the app that append X-Forwarded-For; 0 trusts none.

@@ -1,19 +1,24 @@
 """Background jobs and the one way to start them.
 
 ``enqueue`` sends a job to RQ when REDIS_URL is set (``rq worker marejesho`` runs it) and
-otherwise runs it in-process at once, after the caller's commit. Jobs take ids, reload
-inside their own app context and commit their own unit of work."""
+otherwise runs it in-process, after the caller's commit: from a request, on the worker
+process's own job thread once the request is answered (``BackgroundJobs``); from a
+command or another job, at once. Jobs take ids, reload inside their own app context and
+commit their own unit of work."""
 
 from __future__ import annotations
 
 import logging
+import os
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from functools import cache
 
-from flask import current_app, has_app_context
+from flask import Flask, current_app, has_app_context, has_request_context
 from sqlalchemy import select, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -68,7 +73,128 @@ def enqueue(job: Callable, *args) -> None:
             job_timeout=120,
         )
         return
+    if has_request_context() and current_app.config.get("JOBS_IN_BACKGROUND", True):
+        current_app.extensions["marejesho.jobs"].submit(job, *args)
+        return
     job(*args)
+
+
+class BackgroundJobs:
+    """The embedded default's worker: one thread in each server process runs the jobs its
+    requests enqueued, after they are answered, and only when no request has been in
+    flight in the process for ``quiet`` seconds. Safaricom's callbacks come first: a burst
+    is acknowledged at full speed and matching and posting catch up behind it, in order.
+
+    Nothing depends on this thread's memory: a payment is committed in ``received`` before
+    it is acknowledged, and the thread sweeps every ``sweep_every`` seconds (payments left
+    in ``received`` by a restart, receipts still queued, loans due to become active), so
+    the embedded default needs no cron."""
+
+    def __init__(self, app: Flask, quiet: float = 0.05, sweep_every: float = 60.0):
+        self.app = app
+        self.quiet = quiet
+        self.sweep_every = sweep_every
+        self._lock = threading.Lock()
+        self._pid: int | None = None
+        self._jobs: queue.Queue = queue.Queue()
+        self._in_flight = 0
+        self._last_request = 0.0
+        self._thread: threading.Thread | None = None
+        app.wsgi_app = self._counting(app.wsgi_app)
+
+    def _counting(self, wsgi_app):
+        def counted(environ, start_response):
+            if self._pid != os.getpid():
+                self._start()
+            with self._lock:
+                self._in_flight += 1
+            try:
+                return wsgi_app(environ, start_response)
+            finally:
+                with self._lock:
+                    self._in_flight -= 1
+                    self._last_request = time.monotonic()
+
+        return counted
+
+    def _start(self) -> None:
+        """This process's job thread, on its first request (a forked server worker
+        inherits no threads), unless jobs go to Redis or run inline."""
+        config = self.app.config
+        with self._lock:
+            if self._pid == os.getpid():
+                return
+            self._pid = os.getpid()
+            self._jobs = queue.Queue()
+            if config.get("REDIS_URL") or not config.get("JOBS_IN_BACKGROUND", True):
+                return
+            self._thread = threading.Thread(
+                target=self._work, args=(self._jobs,), name="marejesho-jobs", daemon=True
+            )
+            self._thread.start()
+
+    def submit(self, job: Callable, *args) -> None:
+        """Queue ``job(*args)`` for this process's job thread."""
+        if self._pid != os.getpid():
+            self._start()
+        self._jobs.put((job, args))
+
+    def join(self, timeout: float = 30.0) -> bool:
+        """Wait until every queued job has run (tests and the benchmark); False on timeout."""
+        deadline = time.monotonic() + timeout
+        while self._jobs.unfinished_tasks:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Let the thread finish its current job and end (tests; a server just exits)."""
+        thread = self._thread
+        if thread is not None and thread.is_alive() and self._pid == os.getpid():
+            self._jobs.put((None, ()))
+            thread.join(timeout)
+
+    def _busy(self) -> bool:
+        with self._lock:
+            return bool(self._in_flight) or time.monotonic() - self._last_request < self.quiet
+
+    def _work(self, jobs: queue.Queue) -> None:
+        next_sweep = time.monotonic() + self.sweep_every
+        while True:
+            try:
+                job, args = jobs.get(timeout=max(0.0, next_sweep - time.monotonic()))
+            except queue.Empty:
+                next_sweep = time.monotonic() + self.sweep_every
+                self._run(_sweep, ())
+                continue
+            if job is None:
+                jobs.task_done()
+                return
+            try:
+                self._run(job, args)
+            finally:
+                jobs.task_done()
+
+    def _run(self, job: Callable, args: tuple) -> None:
+        while self._busy():
+            time.sleep(self.quiet / 2)
+        try:
+            with self.app.app_context():
+                job(*args)
+        except Exception:  # noqa: BLE001 - jobs record their own failures; keep going
+            log.exception("in-process job %s failed", getattr(job, "__name__", job))
+
+
+def _sweep() -> None:
+    """The embedded default's scheduled run (RQ cron runs the same under REDIS_URL)."""
+    sweep_received_payments()
+    sweep_queued_messages()
+
+
+def init_app(app: Flask) -> None:
+    """Give the app its in-process job runner (used when REDIS_URL is not set)."""
+    app.extensions["marejesho.jobs"] = BackgroundJobs(app)
 
 
 def is_transient(exc: BaseException) -> bool:

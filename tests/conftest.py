@@ -50,6 +50,9 @@ def test_config(url: str) -> dict:
         "SECRET_KEY": "test-secret-key",
         "RATELIMIT_STORAGE_URI": "memory://",
         "PUBLIC_BASE_URL": "http://localhost",
+        # Jobs run inside the request, so a test sees a payment posted when its
+        # callback returns; tests/payments/test_background_jobs.py covers the thread.
+        "JOBS_IN_BACKGROUND": False,
     }
 
 
@@ -171,6 +174,7 @@ def app_factory(database_url):
 
     yield build
     for app in built:  # close their connections, or the garbage collector complains
+        app.extensions["marejesho.jobs"].stop()
         with app.app_context():
             db.session.remove()
             db.engine.dispose()
