@@ -1,29 +1,33 @@
 """Benchmark: how long matching takes to decide one payment against a book of 1,000,000 loans.
 
 Not a test: it prints figures. It builds a book of ``--loans`` loans (default 1,000,000; about
-700,000 borrowers with 1.25 phones each, canonical number + SHA-256 + masked key, and the
-loans' installment schedules) with set-based INSERT … SELECT statements into a freshly
-migrated database (`flask --app app db upgrade`), then times, for ``--payments`` realistic
-payments, the full decision as the processing job takes it:
+700,000 borrowers with 1.25 phones each, a fifth with a middle name, and the loans'
+installment schedules) the way a lender does: CSV files fed to the real
+`flask --app app lenders import-loans`, one file of ``--import-chunk`` loans at a time, into
+a freshly migrated database (`flask --app app db upgrade`). So every column the app keeps for
+matching (phone hashes, masked keys, name keys, reference keys) is what the app writes.
+Then it times, for ``--payments`` realistic payments, the full decision as the processing
+job takes it, and nothing else:
 
     facts = payments.matching.gather_facts(session, …)   # every DB read of matching
     decision = payments.matching.match_payment(facts)    # the pure rules
 
-one payment per transaction (the session is rolled back after each, as a job's would end).
-Scenarios (what the borrower typed as account number): an exact loan number, a sloppy one
-("loan 123", "123", "Loan-123"), a national ID, a phone number, nothing useful (the payer's
-MSISDN decides), and an unknown payer. Each payment comes with a plain, hashed (register v1)
-or masked (v2, with FirstName) MSISDN. It prints p50/p95/p99/max per scenario, per MSISDN
-form and overall (goal: p99 < 5 ms), then a second, instrumented pass that names the SQL
-statements the time goes to, with their query plans.
+one payment per transaction (the session is rolled back after each, as a job's would end,
+outside the timing). Scenarios (what the borrower typed as account number): an exact loan
+number, a sloppy one ("loan 123", "123", "Loan-123"), a national ID, a phone number, nothing
+useful (the payer's MSISDN decides), and an unknown payer. Each payment comes with a plain,
+hashed (register v1) or masked (v2, with FirstName) MSISDN. It prints p50/p95/p99/max per
+scenario, per MSISDN form and overall (goal: p99 < 5 ms), then a second, instrumented pass
+that names the SQL statements the time goes to, with their query plans.
 
     .venv/bin/python bench/match_latency.py                     # SQLite in a temp dir
     .venv/bin/python bench/match_latency.py \\
         --database-url postgresql+psycopg://mj:mj@127.0.0.1/mj_bench2
     .venv/bin/python bench/match_latency.py --loans 100000 --payments 2000   # quicker
 
-With --database-url (PostgreSQL) the public schema is dropped and rebuilt unless it already
-holds a book of the same size from an earlier run (then it is reused; --rebuild forces).
+Building a million-loan book takes several minutes (the import's own pace). With
+--database-url (PostgreSQL) the public schema is dropped and rebuilt unless it already holds
+a book of the same size from an earlier run (then it is reused; --rebuild forces).
 --sqlite-file PATH keeps (and reuses) the SQLite file instead of a temporary one.
 """
 
@@ -38,8 +42,10 @@ import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
+from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import benchlib as bl
 
@@ -91,7 +97,13 @@ def parse_args(argv):
         help="run ANALYZE on SQLite after the build (the app never does; PostgreSQL's "
         "autovacuum does, so PostgreSQL is always analyzed)",
     )
-    parser.add_argument("--no-installments", action="store_true", help="skip schedules")
+    parser.add_argument(
+        "--import-chunk",
+        type=int,
+        default=100_000,
+        metavar="LOANS",
+        help="loans per import-loans file when building the book (100000)",
+    )
     parser.add_argument(
         "--explain-over-ms",
         type=float,
@@ -119,10 +131,7 @@ def parse_args(argv):
 
 
 def book_marker(args) -> str:
-    return (
-        f"match_latency loans={args.loans} borrowers={args.borrowers} "
-        f"installments={not args.no_installments}"
-    )
+    return f"match_latency loans={args.loans} borrowers={args.borrowers} via import-loans"
 
 
 def existing_marker(engine) -> str | None:
@@ -135,7 +144,82 @@ def existing_marker(engine) -> str | None:
         return None
 
 
+def _phone(x: int) -> str:
+    """benchlib.phone_sql in Python: distinct inputs below 90,000,000 give distinct numbers
+    that benchlib.unknown_phone (inputs from 90,000,000) never gives."""
+    return f"{'2541' if x % 10 == 3 else '2547'}{(x * 9999991) % 100_000_000:08d}"
+
+
+def write_book_csv(directory: Path, args) -> list[Path]:
+    """The book as loan-book CSV files of --import-chunk loans each (CONTRACT §6 format), for
+    the real `flask lenders import-loans`. ``--borrowers`` borrowers (a fifth with a middle
+    name, one in 29 national IDs with a letter, ~1.25 phones each, one in ten a 2541…
+    number), and ``--loans`` loans: every borrower one, then a second for some and a third
+    for a few (as benchlib.build_book). Loans are active (about 80 %: some of their
+    installments paid), closed (paid in full) or pending (disbursed after today).
+    A borrower's later loans often fall in a later file: the importer then finds the
+    borrower by national ID, as in a lender's monthly imports."""
+    rng = random.Random(args.seed)
+    borrowers, loans = args.borrowers, args.loans
+    today = datetime.now(ZoneInfo("Africa/Nairobi")).date().toordinal()  # what import-loans uses
+    extra = loans - borrowers
+    two = extra * 4 // 5
+    mult = bl.coprime_multiplier(borrowers)
+    people = []
+    for b in range(1, borrowers + 1):
+        words = [rng.choice(bl.FIRST_NAMES)]
+        if rng.random() < 0.2:
+            words.append(rng.choice(bl.MIDDLE_NAMES))
+        words.append(rng.choice(bl.SURNAMES))
+        national = str(10_000_000 + (b * 7919) % 30_000_000)
+        phones = _phone(b) + (f";{_phone(50_000_000 + b)}" if b % 4 == 0 else "")
+        people.append((" ".join(words), ("A" if b % 29 == 0 else "") + national, phones))
+
+    def borrower_of(n: int) -> int:
+        if n <= borrowers:
+            return n
+        if n <= borrowers + two:
+            return ((n - borrowers) * mult) % borrowers + 1
+        return ((n - borrowers - two) * mult) % borrowers + 1
+
+    header = (
+        "loan_number,borrower_name,national_id,phone,principal,interest,fees,disbursed_on,"
+        "installments,frequency,amount_paid,officer_email\n"
+    )
+    files = []
+    for first in range(1, loans + 1, args.import_chunk):
+        path = directory / f"book-{first:07d}.csv"
+        with open(path, "w", encoding="utf-8") as stream:
+            stream.write(header)
+            for n in range(first, min(loans, first + args.import_chunk - 1) + 1):
+                name, national_id, phones = people[borrower_of(n) - 1]
+                principal = rng.randrange(10, 1001) * 100
+                interest = principal * rng.choice((10, 12, 15, 20, 25)) // 100
+                fees = rng.choice((250, 500, 0, 0))
+                count = rng.randint(4, 12)
+                total = principal + interest + fees
+                state = rng.random()
+                if state < 0.03:  # pending: disbursement booked for the coming days
+                    disbursed = today + rng.randrange(1, 15)
+                    paid = "0.00"
+                elif state < 0.18:  # closed: paid in full
+                    disbursed = today - rng.randrange(60, 540)
+                    paid = f"{total}.00"
+                else:  # active: some installments paid
+                    disbursed = today - rng.randrange(0, 540)
+                    paid = f"{Decimal(total) * rng.randrange(count) / count:.2f}"
+                stream.write(
+                    f"LOAN-{n:07d},{name},{national_id},{phones},{principal}.00,"
+                    f"{interest}.00,{fees}.00,{date.fromordinal(disbursed).isoformat()},{count},"
+                    f"{rng.choice(('weekly', 'monthly'))},{paid},{rng.choice(bl.OFFICERS)}\n"
+                )
+        files.append(path)
+    return files
+
+
 def prepare_book(url: str, args) -> None:
+    """A freshly migrated database holding the book, imported by the real
+    `flask --app app lenders import-loans`, one file of --import-chunk loans at a time."""
     from sqlalchemy import text
 
     engine = bl.bench_engine(url)
@@ -148,13 +232,15 @@ def prepare_book(url: str, args) -> None:
     print(f"building the book ({marker})")
     started = time.perf_counter()
     bl.fresh_schema(url)
+    with tempfile.TemporaryDirectory(prefix="marejesho-match-csv-") as tmp:
+        files = write_book_csv(Path(tmp), args)
+        print(f"  wrote {len(files)} CSV file(s) in {time.perf_counter() - started:.1f} s")
+        env = bl.app_env(url)
+        for n, path in enumerate(files, start=1):
+            begun = time.perf_counter()
+            said = bl.flask(env, "lenders", "import-loans", str(path), timeout=3600).strip()
+            print(f"  import {n}/{len(files)}: {said} in {time.perf_counter() - begun:.1f} s")
     engine = bl.bench_engine(url)
-    bl.build_book(
-        engine,
-        loans=args.loans,
-        borrowers=args.borrowers,
-        installments=not args.no_installments,
-    )
     if engine.dialect.name == "postgresql" or args.sqlite_analyze:
         print(f"  analyze: {bl.analyze(engine):.1f} s")
     with engine.begin() as connection:
