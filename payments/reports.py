@@ -7,9 +7,10 @@ import statistics
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
+from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Select, and_, case, exists, func, literal, or_, select
+from sqlalchemy import Select, and_, case, exists, func, literal, or_, select, union_all
 from sqlalchemy.orm import Session, selectinload
 
 from lenders.models import Borrower, BorrowerPhone, Installment, Loan, Repayment, StaffUser
@@ -146,29 +147,93 @@ def _phone_condition(text: str):
     )
 
 
+class PaymentRow(NamedTuple):
+    """One line of the transactions page: the payment as it came in, and the loans it is
+    posted to now (reversed postings left out), oldest posting first."""
+
+    id: int
+    received_at: datetime
+    trans_id: str
+    first_name: str
+    msisdn: str
+    msisdn_form: str
+    bill_ref: str
+    amount: Decimal
+    status: str
+    rule: str | None
+    loans: tuple[str, ...] = ()
+
+
+# The list's columns, one line per loan a payment is posted to (or one with no loan),
+# newest payment first; built once, as the page asks it on every keystroke.
+PAGE_LINES = (
+    select(
+        C2BPayment.id,
+        C2BPayment.received_at,
+        C2BPayment.trans_id,
+        C2BPayment.first_name,
+        C2BPayment.msisdn,
+        C2BPayment.msisdn_form,
+        C2BPayment.bill_ref,
+        C2BPayment.amount,
+        C2BPayment.status,
+        C2BPayment.rule,
+        Loan.number,
+    )
+    .outerjoin(payment_repayment, payment_repayment.c.payment_id == C2BPayment.id)
+    .outerjoin(
+        Repayment,
+        and_(Repayment.id == payment_repayment.c.repayment_id, Repayment.reversed_at.is_(None)),
+    )
+    .outerjoin(Loan, Loan.id == Repayment.loan_id)
+    .order_by(C2BPayment.id.desc(), Repayment.id)
+)
+
+
 def find_payments(
     session: Session,
     viewer: StaffUser,
     filters: TransactionFilter,
     before_id: int | None = None,
     limit: int = PAGE_SIZE,
-) -> tuple[list[C2BPayment], int | None]:
-    """Newest first, one keyset page before ``before_id``; returns the next cursor."""
-    query = filters.apply(visible_payments(viewer))
-    if before_id:
-        query = query.where(C2BPayment.id < before_id)
-    rows = list(
-        session.scalars(
-            query.options(
-                selectinload(C2BPayment.repayments).selectinload(Repayment.loan),
-                selectinload(C2BPayment.shortcode),
-            )
-            .order_by(C2BPayment.id.desc())
-            .limit(limit + 1)
-        )
-    )
+) -> tuple[list[PaymentRow], int | None]:
+    """Newest first, one keyset page before ``before_id``; returns the next cursor.
+
+    One statement: the page's payments (just the columns the list shows), each joined to
+    the numbers of the loans it is posted to. No ORM objects are loaded."""
+    page = _page_ids(viewer, filters, before_id, limit + 1)
+    lines = session.connection().execute(PAGE_LINES.where(C2BPayment.id.in_(page))).all()
+    rows: list[PaymentRow] = []
+    for *payment, number in lines:  # one line per loan posted to, or one with none
+        if rows and rows[-1].id == payment[0]:
+            if number is not None:
+                rows[-1] = rows[-1]._replace(loans=(*rows[-1].loans, number))
+        else:
+            rows.append(PaymentRow(*payment, () if number is None else (number,)))
     cursor = rows[limit - 1].id if len(rows) > limit else None
     return rows[:limit], cursor
+
+
+def _page_ids(viewer: StaffUser, filters: TransactionFilter, before_id: int | None, size: int):
+    """The ids of the page's payments, newest first. An officer's page is the newest of two
+    disjoint keyset pages, each read by its own index: payments nobody has placed yet (by
+    status) and payments placed on the officer's loans. One OR over both made PostgreSQL
+    hash every payment of the portfolio before the first row (300-400 ms at 1,000,000)."""
+
+    def keyset(*visible) -> Select:
+        query = filters.apply(select(C2BPayment.id).where(*visible))
+        if before_id:
+            query = query.where(C2BPayment.id < before_id)
+        return query.order_by(C2BPayment.id.desc()).limit(size)
+
+    if viewer.is_admin:
+        return keyset()
+    unplaced = keyset(C2BPayment.status.in_(OPEN_STATUSES))
+    placed = keyset(C2BPayment.status.not_in(OPEN_STATUSES), in_portfolio(viewer))
+    if filters.status:  # one branch holds every payment of that status
+        return unplaced if filters.status in OPEN_STATUSES else placed
+    both = union_all(unplaced.subquery().select(), placed.subquery().select()).subquery()
+    return select(both.c.id).order_by(both.c.id.desc()).limit(size)
 
 
 def filtered_query(viewer: StaffUser, filters: TransactionFilter) -> Select:
