@@ -30,7 +30,7 @@ from lenders.models import (
     StaffUser,
 )
 from lenders.money import InvalidAmount, parse_amount
-from lenders.phones import InvalidPhone, canonical_phone, masked_key, phone_sha256
+from lenders.phones import InvalidPhone, canonical_phone, masked_key, name_key, phone_sha256
 from lenders.references import reference_key
 from lenders.schedule import allocate_oldest_first, build_schedule
 
@@ -469,13 +469,16 @@ def _save_borrowers(session: Session, rows: list[LoanRow], now: datetime):
             if phone not in phones.setdefault(r.national_id, []):
                 phones[r.national_id].append(phone)
     ids: dict[str, int] = {}
+    names: dict[str, str] = {}  # as the book spells them: phones carry their name key
     for chunk in _chunks(list(people)):
-        ids.update(
-            session.execute(
-                select(Borrower.national_id, Borrower.id).where(Borrower.national_id.in_(chunk))
-            ).all()
-        )
+        for national_id, borrower_id, name in session.execute(
+            select(Borrower.national_id, Borrower.id, Borrower.name).where(
+                Borrower.national_id.in_(chunk)
+            )
+        ):
+            ids[national_id], names[national_id] = borrower_id, name
     new = [nid for nid in people if nid not in ids]
+    names.update((n, people[n].borrower_name) for n in new)
     existing_ids = list(ids.values())
     _bulk_insert(
         session,
@@ -508,6 +511,7 @@ def _save_borrowers(session: Session, rows: list[LoanRow], now: datetime):
             "number": p,
             "sha256": phone_sha256(p),
             "masked_key": masked_key(p),
+            "name_key": name_key(names[nid]),
         }
         for nid, numbers in phones.items()
         for p in numbers

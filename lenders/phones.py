@@ -45,6 +45,14 @@ def masked_key(canonical: str) -> str:
     return canonical[:4] + canonical[-3:]
 
 
+def name_key(name: str) -> str:
+    """A borrower's name as masked matching compares it, kept beside each of their phones:
+    every word case-folded, each between single spaces (``Jane  WAMBUI Otieno`` →
+    `` jane wambui otieno ``). A masked payment's FirstName ``Wambui`` is looked for as
+    ``% wambui %`` among the phones sharing its masked key, without reading the borrowers."""
+    return f" {' '.join(word.casefold() for word in name.split())} "
+
+
 def mask_phone(canonical: str) -> str:
     """How a phone is shown in exports and logs: ``2547****5678``."""
     return f"{canonical[:4]}****{canonical[-4:]}" if len(canonical) >= 8 else "****"
