@@ -282,6 +282,10 @@ def make_payments(session, args, count: int, rng: random.Random) -> list[dict]:
         ):
             phones[borrower_id].append(number)
     session.rollback()
+    # The same draws for the same seed on every backend (IN (…) returns rows in any order).
+    rows.sort(key=lambda r: r[0])
+    for numbers in phones.values():
+        numbers.sort()
     active = [r for r in rows if r[2] == "active"]
     scenarios = rng.choices(list(SCENARIOS), weights=list(SCENARIOS.values()), k=count)
     payments = []

@@ -12,7 +12,7 @@ from lenders.extensions import db
 from lenders.importer import import_loans
 from lenders.models import Borrower, BorrowerPhone
 from lenders.phones import canonical_phone, masked_key, name_key, phone_sha256
-from payments.matching import find_payer
+from payments.matching import find_payer, find_reference
 from payments.models import C2BPayment
 from tests.payments.conftest import c2b_body
 
@@ -164,3 +164,41 @@ def test_import_gives_new_phones_the_name_as_the_book_spells_it(app, jane_loan):
         jane_loan.borrower_id,
         "",
     )
+
+
+# --- what a bill reference names, in one query -------------------------------------------
+
+
+def test_reference_names_a_loan_before_a_national_id_or_a_phone(app, make_loan, make_borrower):
+    # "23456789" is Jane's national ID and also, by its digits, loan LOAN-23456789's number.
+    jane = make_borrower("Jane Wanjiku", national_id="23456789", phones=("0799000111",))
+    other = make_loan(number="LOAN-23456789")
+    loan, borrower_id, names = find_reference(db.session, "23456789")
+    assert (loan.number, borrower_id) == ("LOAN-23456789", other.borrower_id)
+    assert names == "loan LOAN-23456789"
+    assert find_reference(db.session, " 2345 6789 ")[1] == other.borrower_id
+    assert find_reference(db.session, "0799 000 111") == (None, jane.id, "phone 2547****0111")
+
+
+def test_reference_with_two_loans_prefers_the_only_active_one(app, make_loan):
+    active = make_loan(number="LOAN-000123")
+    closed = make_loan(number="LOAN-0123")  # the same reference key, 123
+    closed.status = "closed"
+    db.session.commit()
+    loan, borrower_id, _ = find_reference(db.session, "123")
+    assert (loan.id, borrower_id) == (active.id, active.borrower_id)
+    active.status = "closed"
+    db.session.commit()
+    assert find_reference(db.session, "123") == (None, None, "")
+
+
+def test_reference_as_national_id_in_any_case(app, make_borrower):
+    ruth = make_borrower("Ruth Chebet", national_id="A1234567", phones=("0711222333",))
+    assert find_reference(db.session, " a1234567 ") == (None, ruth.id, "national ID a1234567")
+
+
+def test_reference_as_a_phone_shared_by_two_borrowers_names_nobody(app, make_borrower):
+    make_borrower("Jane Wanjiku", phones=("0712345678",))
+    make_borrower("John Kamau", phones=("0712345678",))
+    assert find_reference(db.session, "0712345678") == (None, None, "")
+    assert find_reference(db.session, "school fees") == (None, None, "")
