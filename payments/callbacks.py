@@ -7,11 +7,13 @@ from __future__ import annotations
 import hmac
 import logging
 import re
+from typing import NamedTuple
 
 from flask import Blueprint, jsonify, request
 from sqlalchemy import bindparam, select
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from lenders.database import Prepared
 from lenders.extensions import csrf, db
 from lenders.web import public
 from payments import intake
@@ -62,13 +64,25 @@ def _wrong_method(error):
     return error
 
 
-_SHORTCODE_BY_TOKEN = select(
-    Shortcode.id,
-    Shortcode.number,
-    Shortcode.callback_token,
-    Shortcode.allowed_ips,
-    Shortcode.validation_policy,
-).where(Shortcode.callback_token == bindparam("token"))
+_SHORTCODE_BY_TOKEN = Prepared(
+    select(
+        Shortcode.id,
+        Shortcode.number,
+        Shortcode.callback_token,
+        Shortcode.allowed_ips,
+        Shortcode.validation_policy,
+    ).where(Shortcode.callback_token == bindparam("token"))
+)
+
+
+class CallbackShortcode(NamedTuple):
+    """What a callback needs of its shortcode."""
+
+    id: int
+    number: str
+    callback_token: str
+    allowed_ips: str
+    validation_policy: str
 
 
 def find_shortcode(token: str):
@@ -77,7 +91,10 @@ def find_shortcode(token: str):
     decrypted on every callback."""
     if not _TOKEN.fullmatch(token or ""):  # before any query: no NUL reaches the driver
         return None
-    shortcode = db.session.execute(_SHORTCODE_BY_TOKEN, {"token": token}).first()
+    cursor = _SHORTCODE_BY_TOKEN.run(db.session, {"token": token})
+    row = cursor.fetchone()
+    cursor.close()
+    shortcode = CallbackShortcode(*row) if row else None
     if shortcode is None or not hmac.compare_digest(shortcode.callback_token, token):
         return None
     return shortcode

@@ -6,12 +6,13 @@ import ipaddress
 import logging
 from dataclasses import dataclass
 from decimal import Decimal
-from functools import cache
 
 from sqlalchemy import insert, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from lenders.book import record_audit
+from lenders.database import Prepared
 from lenders.models import utcnow
 from payments.matching import find_reference
 from payments.models import C2BPayment, CallbackLog, Shortcode
@@ -55,15 +56,7 @@ def _same_payment(payment: C2BPayment, notice: C2BNotice) -> bool:
     return payment.amount == notice.amount and payment.bill_ref == notice.bill_ref
 
 
-@cache
-def _new_payment_statement(dialect: str):
-    """INSERT … ON CONFLICT (shortcode_id, trans_id) DO NOTHING RETURNING id, in the
-    database's own dialect: the unique constraint decides, even under races, without a
-    savepoint or an exception. Built once; each call only binds its values."""
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+def _insert_ignoring_duplicates(dialect_insert):
     table = C2BPayment.__table__
     return (
         dialect_insert(table)
@@ -72,8 +65,49 @@ def _new_payment_statement(dialect: str):
     )
 
 
+# INSERT … ON CONFLICT (shortcode_id, trans_id) DO NOTHING RETURNING id, in each
+# database's own dialect: the unique constraint decides, even under races, without a
+# savepoint or an exception.
+_PAYMENT_COLUMNS = (
+    "shortcode_id",
+    "trans_id",
+    "trans_type",
+    "trans_time",
+    "amount",
+    "bill_ref",
+    "invoice_number",
+    "third_party_trans_id",
+    "org_account_balance",
+    "msisdn",
+    "msisdn_form",
+    "first_name",
+    "middle_name",
+    "last_name",
+    "status",
+    "error",
+    "credit",
+    "attempts",
+    "received_at",
+)
+_NEW_PAYMENT = {
+    "sqlite": Prepared(_insert_ignoring_duplicates(sqlite.insert), _PAYMENT_COLUMNS),
+    "postgresql": Prepared(_insert_ignoring_duplicates(postgresql.insert), _PAYMENT_COLUMNS),
+}
+_NEW_LOG_ENTRY = Prepared(
+    insert(CallbackLog.__table__),
+    (
+        "shortcode_id",
+        "kind",
+        "received_at",
+        "source_ip",
+        "headers",
+        "body",
+        "outcome",
+        "error",
+        "payment_id",
+    ),
+)
 UNREADABLE_TIME = "TransTime was unreadable; time of receipt used"
-_NEW_LOG_ENTRY = insert(CallbackLog.__table__)
 
 
 def record_confirmation(
@@ -89,8 +123,9 @@ def record_confirmation(
     another amount or account flags the payment for review. ``shortcode`` needs only ``id``
     and ``number``. Does not commit.
 
-    This is the whole of a confirmation's request, so it is written as two or three plain
-    statements (no ORM unit of work): Safaricom is answered in about a millisecond."""
+    This is the whole of a confirmation's request, so it is two or three statements
+    compiled once and run on the driver (``Prepared``), no ORM unit of work: Safaricom is
+    answered in well under a millisecond of the database's time."""
     entry = {
         "shortcode_id": shortcode.id,
         "kind": "confirmation",
@@ -108,13 +143,13 @@ def record_confirmation(
             raise NotDaraja(f"BusinessShortCode {notice.short_code} is not this URL's shortcode")
     except NotDaraja as exc:
         entry["error"] = str(exc)
-        session.execute(_NEW_LOG_ENTRY, entry)
+        _NEW_LOG_ENTRY.run(session, entry).close()
         log.warning("confirmation quarantined for shortcode %s: %s", shortcode.number, exc)
         return Stored("quarantined")
 
     dialect = session.get_bind().dialect.name
-    payment_id = session.execute(
-        _new_payment_statement(dialect),
+    inserted = _NEW_PAYMENT[dialect].run(
+        session,
         {
             "shortcode_id": shortcode.id,
             "trans_id": notice.trans_id,
@@ -132,11 +167,17 @@ def record_confirmation(
             "last_name": notice.last_name,
             "status": "received",
             "error": None if notice.trans_time else UNREADABLE_TIME,
+            "credit": Decimal("0.00"),
+            "attempts": 0,
             "received_at": entry["received_at"],
         },
-    ).scalar()
-    if payment_id is not None:
-        session.execute(_NEW_LOG_ENTRY, {**entry, "outcome": "stored", "payment_id": payment_id})
+    )
+    row = inserted.fetchone()
+    inserted.close()
+    if row is not None:
+        payment_id = row[0]
+        entry |= {"outcome": "stored", "payment_id": payment_id}
+        _NEW_LOG_ENTRY.run(session, entry).close()
         return Stored("stored", payment_id)
 
     existing = session.scalars(
@@ -146,7 +187,7 @@ def record_confirmation(
     ).one()
     entry["payment_id"] = existing.id
     if _same_payment(existing, notice):
-        session.execute(_NEW_LOG_ENTRY, {**entry, "outcome": "duplicate"})
+        _NEW_LOG_ENTRY.run(session, {**entry, "outcome": "duplicate"}).close()
         log.info("duplicate confirmation %s ignored", notice.trans_id)
         return Stored("duplicate", existing.id)
     entry["outcome"] = "conflict"
@@ -155,7 +196,7 @@ def record_confirmation(
         f"account {notice.bill_ref!r}; first seen with {existing.amount} and "
         f"{existing.bill_ref!r}"
     )
-    session.execute(_NEW_LOG_ENTRY, entry)
+    _NEW_LOG_ENTRY.run(session, entry).close()
     flag_for_review(session, existing, entry["error"])
     security_log.warning("conflicting confirmation for %s", notice.trans_id)
     return Stored("conflict", existing.id)
