@@ -137,19 +137,19 @@ def record_confirmation(
         "error": None,
         "payment_id": None,
     }
+    connection = session.connection()
     try:
         notice = parse_c2b(body)
         if notice.short_code and notice.short_code != shortcode.number:
             raise NotDaraja(f"BusinessShortCode {notice.short_code} is not this URL's shortcode")
     except NotDaraja as exc:
         entry["error"] = str(exc)
-        _NEW_LOG_ENTRY.run(session, entry).close()
+        _NEW_LOG_ENTRY.run(connection, entry).close()
         log.warning("confirmation quarantined for shortcode %s: %s", shortcode.number, exc)
         return Stored("quarantined")
 
-    dialect = session.get_bind().dialect.name
-    inserted = _NEW_PAYMENT[dialect].run(
-        session,
+    inserted = _NEW_PAYMENT[connection.dialect.name].run(
+        connection,
         {
             "shortcode_id": shortcode.id,
             "trans_id": notice.trans_id,
@@ -177,7 +177,7 @@ def record_confirmation(
     if row is not None:
         payment_id = row[0]
         entry |= {"outcome": "stored", "payment_id": payment_id}
-        _NEW_LOG_ENTRY.run(session, entry).close()
+        _NEW_LOG_ENTRY.run(connection, entry).close()
         return Stored("stored", payment_id)
 
     existing = session.scalars(
@@ -187,7 +187,7 @@ def record_confirmation(
     ).one()
     entry["payment_id"] = existing.id
     if _same_payment(existing, notice):
-        _NEW_LOG_ENTRY.run(session, {**entry, "outcome": "duplicate"}).close()
+        _NEW_LOG_ENTRY.run(connection, {**entry, "outcome": "duplicate"}).close()
         log.info("duplicate confirmation %s ignored", notice.trans_id)
         return Stored("duplicate", existing.id)
     entry["outcome"] = "conflict"
@@ -196,7 +196,7 @@ def record_confirmation(
         f"account {notice.bill_ref!r}; first seen with {existing.amount} and "
         f"{existing.bill_ref!r}"
     )
-    _NEW_LOG_ENTRY.run(session, entry).close()
+    _NEW_LOG_ENTRY.run(connection, entry).close()
     flag_for_review(session, existing, entry["error"])
     security_log.warning("conflicting confirmation for %s", notice.trans_id)
     return Stored("conflict", existing.id)
