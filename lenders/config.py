@@ -53,12 +53,18 @@ def config_from_env(environ: Mapping[str, str] | None = None) -> dict:
     public_base_url = env.get("PUBLIC_BASE_URL", "http://127.0.0.1:5000").rstrip("/")
     if production and not public_base_url.startswith("https://"):
         raise ConfigError("production needs an https PUBLIC_BASE_URL (Safaricom calls it)")
+    database = database_url(env)
     return {
         "ENV_NAME": "production" if production else "development",
         "SECRET_KEY": env.get("SECRET_KEY") or _development_secret_key(),
-        "SQLALCHEMY_DATABASE_URI": database_url(env),
+        "SQLALCHEMY_DATABASE_URI": database,
         # Errors never print bound values: tokens, phones and names stay out of the logs.
-        "SQLALCHEMY_ENGINE_OPTIONS": {"hide_parameters": True, "pool_pre_ping": True},
+        # A pooled PostgreSQL connection may have been dropped (a restart, a proxy's idle
+        # timeout): test it on checkout. A SQLite file cannot be, so it is not pinged.
+        "SQLALCHEMY_ENGINE_OPTIONS": {
+            "hide_parameters": True,
+            "pool_pre_ping": not database.startswith("sqlite"),
+        },
         "REDIS_URL": env.get("REDIS_URL") or None,
         # Without REDIS_URL, a request's jobs run on its server process's job thread once
         # it is answered (False: inside the request, as the tests do).
