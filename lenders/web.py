@@ -18,6 +18,7 @@ from flask import (
     session,
     url_for,
 )
+from flask.sessions import SecureCookieSessionInterface
 from flask_login import current_user
 from jinja2_fragments.flask import render_block as _render_block
 
@@ -165,7 +166,20 @@ def nairobi_today():
     return datetime.now(NAIROBI).date()
 
 
+class StaffSessions(SecureCookieSessionInterface):
+    """Signed-cookie sessions for staff. Safaricom's callbacks send no cookie and get none:
+    they skip the cookie's signing set-up, which every request would otherwise pay."""
+
+    callbacks = "/payments/c2b/"
+
+    def open_session(self, app, request):
+        if request.path.startswith(self.callbacks):
+            return self.session_class()
+        return super().open_session(app, request)
+
+
 def init_web(app: Flask) -> None:
+    app.session_interface = StaffSessions()
     app.before_request(close_by_default)
     app.after_request(add_security_headers)
     app.jinja_env.filters["kes"] = format_kes

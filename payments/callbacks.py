@@ -7,10 +7,11 @@ from __future__ import annotations
 import hmac
 import logging
 import re
+import time
 from typing import NamedTuple
 
-from flask import Blueprint, jsonify, request
-from sqlalchemy import bindparam, select
+from flask import Blueprint, current_app, jsonify, request
+from sqlalchemy import bindparam, event, select
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from lenders.database import Prepared
@@ -92,18 +93,40 @@ class CallbackShortcode(NamedTuple):
     validation_policy: str
 
 
+# A server process trusts what it read of a shortcode for this long: during a burst of
+# callbacks the lookup is not repeated for each. A change made through this process (the
+# admin screen, a command) is seen at once; one made through another within this time.
+SHORTCODE_TTL = 2.0
+_changes = [0]  # bumped whenever a shortcode is written through the ORM in this process
+
+
+@event.listens_for(Shortcode, "after_insert")
+@event.listens_for(Shortcode, "after_update")
+@event.listens_for(Shortcode, "after_delete")
+def _shortcode_changed(*_args) -> None:
+    _changes[0] += 1
+
+
 def find_shortcode(token: str):
     """The shortcode whose callback token this is (compared in constant time): a plain row
     of what a callback needs, not the model, whose encrypted credentials would be
-    decrypted on every callback."""
+    decrypted on every callback. Only real shortcodes are remembered (a few), never a
+    wrong token."""
     if not _TOKEN.fullmatch(token or ""):  # before any query: no NUL reaches the driver
         return None
+    known = current_app.extensions.setdefault("marejesho.shortcodes", {})
+    now = time.monotonic()
+    remembered = known.get(token)
+    if remembered and remembered[0] == _changes[0] and now - remembered[1] < SHORTCODE_TTL:
+        return remembered[2]
     cursor = _SHORTCODE_BY_TOKEN.run(db.session.connection(), {"token": token})
     row = cursor.fetchone()
     cursor.close()
     shortcode = CallbackShortcode(*row) if row else None
     if shortcode is None or not hmac.compare_digest(shortcode.callback_token, token):
+        known.pop(token, None)
         return None
+    known[token] = (_changes[0], now, shortcode)
     return shortcode
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from io import BytesIO
@@ -548,6 +549,35 @@ def test_allow_list_refuses_other_addresses_with_403_and_stores_nothing(
     assert counts() == before
     assert any("127.0.0.1" in r.getMessage() for r in security_records(caplog))
     assert listed_shortcode.callback_token not in caplog.text
+
+
+def test_an_allow_list_saved_in_this_process_holds_from_the_next_callback(client, shortcode):
+    """Callbacks remember their shortcode for a moment; a change saved through the app is
+    seen by the very next one."""
+    assert call(client, shortcode, "confirmation", c2b_body()).status_code == 200
+
+    shortcode.allowed_ips = SAFARICOM
+    db.session.commit()
+
+    assert call(client, shortcode, "confirmation", c2b_body()).status_code == 403
+
+
+def test_a_change_saved_by_another_process_holds_within_the_ttl(client, shortcode, monkeypatch):
+    """Another gunicorn worker (or the database by hand) changed the allow-list: this
+    process sees it once what it remembers is older than SHORTCODE_TTL."""
+    from payments import callbacks
+
+    monkeypatch.setattr(callbacks, "SHORTCODE_TTL", 0.3)
+    assert call(client, shortcode, "confirmation", c2b_body()).status_code == 200
+    db.session.execute(
+        text("UPDATE shortcode SET allowed_ips = :ips WHERE id = :id"),
+        {"ips": SAFARICOM, "id": shortcode.id},
+    )
+    db.session.commit()
+
+    time.sleep(0.4)
+
+    assert call(client, shortcode, "confirmation", c2b_body()).status_code == 403
 
 
 @pytest.mark.parametrize("address", ["196.201.214.200", "196.201.213.44", "196.201.213.255"])
