@@ -35,6 +35,18 @@ def init_app(app: Flask) -> None:
             event.listen(db.engine, "connect", _sqlite_pragmas)
 
 
+def bind_converter(type_, dialect):
+    """A column type's own converter of a value for the driver (UTC times, money, JSON), as
+    SQLAlchemy applies it; None where the driver takes the value as it is."""
+    return type_.dialect_impl(dialect).bind_processor(dialect)
+
+
+def result_converter(type_, dialect, driver_type):
+    """A column type's own converter of what the driver hands back (``driver_type``: the
+    cursor description's type code), as SQLAlchemy applies it; None if nothing to do."""
+    return type_.dialect_impl(dialect).result_processor(dialect, driver_type)
+
+
 class Prepared:
     """A statement SQLAlchemy compiles once per dialect and the driver runs: its SQL text and
     the bind converters of its columns' own types (UTC times, money, JSON), without the
@@ -55,8 +67,7 @@ class Prepared:
         if found is None:
             compiled = self.statement.compile(dialect=dialect, column_keys=list(self.keys))
             converters = {
-                name: bind.type.dialect_impl(dialect).bind_processor(dialect)
-                for name, bind in compiled.binds.items()
+                name: bind_converter(bind.type, dialect) for name, bind in compiled.binds.items()
             }
             order = compiled.positiontup  # None for named styles (psycopg's pyformat)
             found = self._by_dialect[dialect.name] = (str(compiled), converters, order)

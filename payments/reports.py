@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Select, and_, case, exists, func, literal, or_, select
 from sqlalchemy.orm import Session, selectinload
 
+from lenders.database import bind_converter, result_converter
 from lenders.models import Borrower, BorrowerPhone, Installment, Loan, Repayment, StaffUser
 from lenders.phones import InvalidPhone, canonical_phone, phone_sha256
 from lenders.references import reference_key
@@ -191,17 +192,35 @@ class PageSql:
         "WHERE pr.payment_id = c2b_payment.id AND l.officer_id = {officer})"
     )
 
-    def __init__(self, dialect: str):
-        self.pg = dialect == "postgresql"
+    TIME, MONEY = C2BPayment.__table__.c.received_at.type, C2BPayment.__table__.c.amount.type
+    _converters: dict = {}  # (dialect, kind, driver type) -> the column type's own converter
+
+    def __init__(self, dialect):
+        self.dialect = dialect
+        self.pg = dialect.name == "postgresql"
         self.params: list = []
 
+    def _converter(self, kind: str, driver_type=None):
+        key = (self.dialect.name, kind, driver_type)
+        if key not in self._converters:
+            type_ = self.TIME if kind.endswith("time") else self.MONEY
+            self._converters[key] = (
+                bind_converter(type_, self.dialect)
+                if kind.startswith("bind")
+                else result_converter(type_, self.dialect, driver_type)
+            )
+        return self._converters[key]
+
     def bind(self, value) -> str:
-        """A placeholder for ``value``, in the driver's own style and type."""
-        if isinstance(value, datetime) and not self.pg:  # as SQLAlchemy stores it
-            value = value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
-        elif isinstance(value, Decimal) and not self.pg:
-            value = float(value)
-        self.params.append(value)
+        """A placeholder for ``value``, in the driver's own style; times and money as
+        SQLAlchemy stores them, by their columns' own converters."""
+        if isinstance(value, datetime):
+            convert = self._converter("bind time")
+        elif isinstance(value, Decimal):
+            convert = self._converter("bind money")
+        else:
+            convert = None
+        self.params.append(convert(value) if convert else value)
         return "%s" if self.pg else "?"
 
     def conditions(self, f: TransactionFilter) -> list[str]:
@@ -291,9 +310,11 @@ class PageSql:
                 )
         return self.LINES.format(page=page)
 
-    def rows(self, lines) -> list[PaymentRow]:
-        """One row per payment with its loans, times and money as the list formats them
-        (SQLite hands back text and floats)."""
+    def rows(self, lines, description) -> list[PaymentRow]:
+        """One row per payment with its loans; times and money read back by their columns'
+        own converters (SQLite hands back text and floats)."""
+        as_time = self._converter("result time", description[1][1])
+        as_money = self._converter("result money", description[7][1])
         rows: list[PaymentRow] = []
         for line in lines:
             number = line[10]
@@ -302,9 +323,10 @@ class PageSql:
                     rows[-1] = rows[-1]._replace(loans=(*rows[-1].loans, number))
                 continue
             received_at, amount = line[1], line[7]
-            if not self.pg:
-                received_at = datetime.fromisoformat(received_at).replace(tzinfo=UTC)
-                amount = Decimal(f"{amount:.2f}")
+            if as_time:
+                received_at = as_time(received_at)
+            if as_money:
+                amount = as_money(amount)
             rows.append(
                 PaymentRow(
                     line[0],
@@ -331,12 +353,12 @@ def find_payments(
     One statement on the session's own connection: the page's payments (just the columns
     the list shows), each joined to the numbers of the loans it is posted to."""
     connection = session.connection()
-    query = PageSql(connection.dialect.name)
+    query = PageSql(connection.dialect)
     sql = query.page(viewer, filters, before_id, limit + 1)
     cursor = connection.connection.driver_connection.cursor()
     try:
         cursor.execute(sql, query.params)
-        rows = query.rows(cursor.fetchall())
+        rows = query.rows(cursor.fetchall(), cursor.description)
     finally:
         cursor.close()
     next_cursor = rows[limit - 1].id if len(rows) > limit else None
