@@ -4,7 +4,9 @@ nothing written, every answer is Daraja-shaped JSON, and no body makes them answ
 
 from __future__ import annotations
 
+import functools
 import hmac
+import json
 import logging
 import re
 import time
@@ -15,7 +17,7 @@ from sqlalchemy import bindparam, event, select
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from lenders.database import Prepared
-from lenders.extensions import csrf, db, limiter
+from lenders.extensions import csrf, db
 from lenders.web import public
 from payments import intake
 from payments.jobs import enqueue, process_payment_job
@@ -27,7 +29,15 @@ security_log = logging.getLogger("marejesho.security")
 MAX_BODY = 64 * 1024
 _TOKEN = re.compile(r"[0-9a-f]{32,64}")
 ACKNOWLEDGED = {"ResultCode": 0, "ResultDesc": "Accepted"}
-KEPT_HEADERS = ("User-Agent", "Content-Type", "Content-Length", "X-Forwarded-For", "X-Real-IP")
+# The request headers kept with a callback for audit, by their WSGI environ keys (read
+# straight from the environ: looking up an absent header through werkzeug costs an exception).
+KEPT_HEADERS = {
+    "User-Agent": "HTTP_USER_AGENT",
+    "Content-Type": "CONTENT_TYPE",
+    "Content-Length": "CONTENT_LENGTH",
+    "X-Forwarded-For": "HTTP_X_FORWARDED_FOR",
+    "X-Real-IP": "HTTP_X_REAL_IP",
+}
 
 
 class RedactCallbackTokens(logging.Filter):
@@ -47,16 +57,39 @@ class RedactCallbackTokens(logging.Filter):
         return True
 
 
-@limiter.request_filter
-def _callbacks_are_never_rate_limited() -> bool:
-    """Safaricom's callbacks carry money: their token guards them, never a rate limit (and
-    the limiter's checks would cost a confirmation a tenth of its time)."""
-    return request.blueprint == bp.name
+# Extensions that serve staff only: rate limits (on the login form), Flask-Login's remember
+# cookie, CSRF. Safaricom's callbacks carry money and are guarded by their token, never a
+# rate limit, a login or a CSRF token, so these extensions' request hooks do not run for them
+# at all (the limiter's alone would cost a confirmation a tenth of its time).
+STAFF_EXTENSIONS = ("flask_limiter", "flask_login", "flask_wtf")
+
+
+def _skipped_for_callbacks(hook):
+    @functools.wraps(hook)
+    def staff_hook(*args):
+        if request.blueprint == bp.name:
+            return args[0] if args else None  # after_request hands the response back
+        return hook(*args)
+
+    return staff_hook
+
+
+def spare_callbacks_staff_hooks(app) -> None:
+    """Wrap the app-wide request hooks of ``STAFF_EXTENSIONS`` so callbacks skip them."""
+    for hooks in (app.before_request_funcs, app.after_request_funcs, app.teardown_request_funcs):
+        hooks[None] = [
+            _skipped_for_callbacks(hook)
+            if getattr(hook, "func", hook).__module__.startswith(STAFF_EXTENSIONS)
+            else hook
+            for hook in hooks.get(None, [])
+        ]
 
 
 def init_app(app) -> None:
-    """Register the blueprint and keep its tokens out of the access logs."""
+    """Register the blueprint, keep staff-only hooks off it and its tokens out of the access
+    logs. Call after the extensions are bound."""
     app.register_blueprint(bp)
+    spare_callbacks_staff_hooks(app)
     app.register_error_handler(405, _wrong_method)
     for name in ("werkzeug", "gunicorn.access"):
         logger = logging.getLogger(name)
@@ -107,11 +140,11 @@ def _shortcode_changed(*_args) -> None:
     _changes[0] += 1
 
 
-def find_shortcode(token: str):
+def find_shortcode(connection, token: str):
     """The shortcode whose callback token this is (compared in constant time): a plain row
     of what a callback needs, not the model, whose encrypted credentials would be
     decrypted on every callback. Only real shortcodes are remembered (a few), never a
-    wrong token."""
+    wrong token. ``connection`` is read only when the token is not remembered."""
     if not _TOKEN.fullmatch(token or ""):  # before any query: no NUL reaches the driver
         return None
     known = current_app.extensions.setdefault("marejesho.shortcodes", {})
@@ -119,7 +152,7 @@ def find_shortcode(token: str):
     remembered = known.get(token)
     if remembered and remembered[0] == _changes[0] and now - remembered[1] < SHORTCODE_TTL:
         return remembered[2]
-    cursor = _SHORTCODE_BY_TOKEN.run(db.session.connection(), {"token": token})
+    cursor = _SHORTCODE_BY_TOKEN.run(connection, {"token": token})
     row = cursor.fetchone()
     cursor.close()
     shortcode = CallbackShortcode(*row) if row else None
@@ -139,9 +172,9 @@ def read_body() -> bytes:
     return body
 
 
-def gatekeep(token: str):
+def gatekeep(connection, token: str):
     """The shortcode, or the answer to refuse with (404 wrong token, 403 source IP)."""
-    shortcode = find_shortcode(token)
+    shortcode = find_shortcode(connection, token)
     if shortcode is None:
         security_log.warning("callback with an unknown token from %s", request.remote_addr)
         return None, (jsonify(errorCode="404.001.01", errorMessage="Resource not found"), 404)
@@ -159,15 +192,17 @@ def gatekeep(token: str):
 @public
 def confirmation(token: str):
     """Store the payment (or the unreadable body), commit, then process it; Safaricom hears
-    "Accepted" only once the payment is in the database."""
-    shortcode, refusal = gatekeep(token)
-    if refusal:
-        return refusal
-    headers = {k: request.headers[k][:200] for k in KEPT_HEADERS if k in request.headers}
-    stored = intake.record_confirmation(
-        db.session, shortcode, read_body(), source_ip=request.remote_addr, headers=headers
-    )
-    db.session.commit()
+    "Accepted" only once the payment is in the database. The request's one transaction is
+    on a connection of its own, not the ORM session: two INSERTs need no unit of work."""
+    environ = request.environ
+    with db.engine.begin() as connection:
+        shortcode, refusal = gatekeep(connection, token)
+        if refusal:
+            return refusal
+        headers = {k: environ[key][:200] for k, key in KEPT_HEADERS.items() if key in environ}
+        stored = intake.record_confirmation(
+            connection, shortcode, read_body(), source_ip=request.remote_addr, headers=headers
+        )
     if stored.needs_processing:
         try:
             enqueue(process_payment_job, stored.payment_id)
@@ -175,14 +210,17 @@ def confirmation(token: str):
             logging.getLogger("marejesho.jobs").exception(
                 "could not enqueue payment %s; it waits in received", stored.payment_id
             )
-    return jsonify(ACKNOWLEDGED)
+    return current_app.response_class(_ACKNOWLEDGED_JSON, mimetype="application/json")
+
+
+_ACKNOWLEDGED_JSON = json.dumps(ACKNOWLEDGED, separators=(",", ":")) + "\n"
 
 
 @bp.post("/<token>/validation")
 @public
 def validation(token: str):
     """Accept or reject before the money moves, with Daraja's codes, in milliseconds."""
-    shortcode, refusal = gatekeep(token)
+    shortcode, refusal = gatekeep(db.session.connection(), token)
     if refusal:
         return refusal
     body = read_body()

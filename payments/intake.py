@@ -7,7 +7,7 @@ import logging
 from dataclasses import dataclass
 from decimal import Decimal
 
-from sqlalchemy import insert, select
+from sqlalchemy import Connection, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -111,21 +111,23 @@ UNREADABLE_TIME = "TransTime was unreadable; time of receipt used"
 
 
 def record_confirmation(
-    session: Session,
+    connection: Connection,
     shortcode,
     body: bytes,
     *,
     source_ip: str | None,
     headers: dict,
 ) -> Stored:
-    """Keep the raw body and, when it is a Daraja C2B notice, the payment, in the caller's
-    transaction. A repeated TransID adds a log line and nothing else; the same TransID with
-    another amount or account flags the payment for review. ``shortcode`` needs only ``id``
-    and ``number``. Does not commit.
+    """Keep the raw body and, when it is a Daraja C2B notice, the payment, in the
+    transaction of the caller's ``connection`` (``session.connection()`` inside a session).
+    A repeated TransID adds a log line and nothing else; the same TransID with another
+    amount or account flags the payment for review. ``shortcode`` needs only ``id`` and
+    ``number``. Does not commit.
 
-    This is the whole of a confirmation's request, so it is two or three statements
-    compiled once and run on the driver (``Prepared``), no ORM unit of work: Safaricom is
-    answered in well under a millisecond of the database's time."""
+    This is the whole of a confirmation's request, so it is two statements compiled once
+    and run on the driver (``Prepared``), no ORM session or unit of work: Safaricom is
+    answered in well under a millisecond of the database's time. Only the rare conflict
+    (the same TransID with another amount) loads the payment through the ORM."""
     entry = {
         "shortcode_id": shortcode.id,
         "kind": "confirmation",
@@ -137,7 +139,6 @@ def record_confirmation(
         "error": None,
         "payment_id": None,
     }
-    connection = session.connection()
     try:
         notice = parse_c2b(body)
         if notice.short_code and notice.short_code != shortcode.number:
@@ -180,24 +181,28 @@ def record_confirmation(
         _NEW_LOG_ENTRY.run(connection, entry).close()
         return Stored("stored", payment_id)
 
-    existing = session.scalars(
-        select(C2BPayment).where(
-            C2BPayment.shortcode_id == shortcode.id, C2BPayment.trans_id == notice.trans_id
+    # A TransID seen before: a session joined to the caller's transaction (it neither
+    # commits nor rolls back the caller's work) loads the first payment to compare.
+    with Session(bind=connection) as session:
+        existing = session.scalars(
+            select(C2BPayment).where(
+                C2BPayment.shortcode_id == shortcode.id, C2BPayment.trans_id == notice.trans_id
+            )
+        ).one()
+        entry["payment_id"] = existing.id
+        if _same_payment(existing, notice):
+            _NEW_LOG_ENTRY.run(connection, {**entry, "outcome": "duplicate"}).close()
+            log.info("duplicate confirmation %s ignored", notice.trans_id)
+            return Stored("duplicate", existing.id)
+        entry["outcome"] = "conflict"
+        entry["error"] = (
+            f"TransID {notice.trans_id} came again with amount {notice.amount} and "
+            f"account {notice.bill_ref!r}; first seen with {existing.amount} and "
+            f"{existing.bill_ref!r}"
         )
-    ).one()
-    entry["payment_id"] = existing.id
-    if _same_payment(existing, notice):
-        _NEW_LOG_ENTRY.run(connection, {**entry, "outcome": "duplicate"}).close()
-        log.info("duplicate confirmation %s ignored", notice.trans_id)
-        return Stored("duplicate", existing.id)
-    entry["outcome"] = "conflict"
-    entry["error"] = (
-        f"TransID {notice.trans_id} came again with amount {notice.amount} and "
-        f"account {notice.bill_ref!r}; first seen with {existing.amount} and "
-        f"{existing.bill_ref!r}"
-    )
-    _NEW_LOG_ENTRY.run(connection, entry).close()
-    flag_for_review(session, existing, entry["error"])
+        _NEW_LOG_ENTRY.run(connection, entry).close()
+        flag_for_review(session, existing, entry["error"])
+        session.flush()
     security_log.warning("conflicting confirmation for %s", notice.trans_id)
     return Stored("conflict", existing.id)
 

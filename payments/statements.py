@@ -154,7 +154,7 @@ def import_statement(session: Session, path: Path, shortcode: Shortcode) -> Stat
             "LastName": " ".join(name.split()[1:]),
         }
         stored = record_confirmation(
-            session,
+            session.connection(),
             shortcode,
             json.dumps(body).encode(),
             source_ip=None,

@@ -194,6 +194,20 @@ def test_pages_carry_security_headers(client, auth):
     assert "HX-Request" in response.headers.get("Vary", "")
 
 
+def test_static_files_may_be_cached_and_https_pages_carry_hsts(client, app_factory):
+    static = client.get("/static/css/app.css")
+    static.close()
+    assert static.status_code == 200
+    assert static.headers.get("Cache-Control") != "no-store"
+    assert static.headers["X-Content-Type-Options"] == "nosniff"
+    assert "Strict-Transport-Security" not in static.headers  # served over http
+
+    secure = app_factory(PUBLIC_BASE_URL="https://pay.example.co.ke").test_client()
+    login = secure.get("/login")
+    assert login.headers["Strict-Transport-Security"].startswith("max-age=31536000")
+    assert login.headers.getlist("Cache-Control") == ["no-store"]
+
+
 def test_contract_pages_answer_admins_and_refuse_officers_configuration(client, auth):
     auth.login("admin")
     for path in ("/payments/dashboard/", "/payments/transactions/", "/payments/configuration/"):

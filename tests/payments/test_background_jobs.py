@@ -95,7 +95,11 @@ def test_the_job_thread_sweeps_payments_a_restart_left_in_received(
     loan_id, opening = loan.id, loan.paid
     body = c2b_body(TransAmount="420.00", BillRefNumber=loan.number)
     stored = intake.record_confirmation(
-        db.session, shortcode, json.dumps(body).encode(), source_ip="127.0.0.1", headers={}
+        db.session.connection(),
+        shortcode,
+        json.dumps(body).encode(),
+        source_ip="127.0.0.1",
+        headers={},
     )
     db.session.execute(
         update(C2BPayment)

@@ -138,6 +138,42 @@ def test_confirmation_is_stored_before_it_is_acknowledged(client, shortcode, mon
     assert entry.headers["Content-Type"] == "application/json"
 
 
+def test_callback_answers_carry_the_security_headers_and_nothing_of_staff(
+    client, shortcode, make_staff
+):
+    """Callbacks skip the staff-only hooks (login cookie, CSRF, rate limits), not the
+    security headers; and skipping them there leaves them working for staff."""
+    body = c2b_body()
+    response = call(
+        client,
+        shortcode,
+        "confirmation",
+        body,
+        headers={"User-Agent": "Safaricom", "X-Forwarded-For": "196.201.214.200"},
+    )
+
+    assert response.status_code == 200
+    assert "default-src 'self'" in response.headers["Content-Security-Policy"]
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["Cache-Control"] == "no-store"
+    assert response.headers.getlist("X-Frame-Options") == ["DENY"]
+    assert "Set-Cookie" not in response.headers
+    assert not any(name.lower().startswith("x-ratelimit") for name, _ in response.headers.items())
+    [entry] = callback_logs()
+    assert entry.headers == {
+        "User-Agent": "Safaricom",
+        "Content-Type": "application/json",
+        "Content-Length": str(len(json.dumps(body))),
+        "X-Forwarded-For": "196.201.214.200",
+    }
+    # Staff on the same app still meet CSRF and the login rate limit.
+    assert client.post("/login", data={"email": "a@b.c", "password": "x"}).status_code == 400
+    token = client.csrf_token("/login")
+    attempt = {"email": make_staff("officer").email, "password": "wrong", "csrf_token": token}
+    statuses = [client.post("/login", data=attempt).status_code for _ in range(11)]
+    assert statuses == [422] * 10 + [429]
+
+
 def test_confirmation_for_a_loan_posts_it(client, shortcode, loan):
     body = c2b_body(BillRefNumber="loan 123", TransAmount="1000.00")
     assert call(client, shortcode, "confirmation", body).get_json() == ACKNOWLEDGED

@@ -217,7 +217,11 @@ def test_two_jobs_racing_on_one_payment_post_it_once(
     loan = make_loan()
     body = c2b_body(TransAmount="640.00", BillRefNumber=loan.number)
     stored = intake.record_confirmation(
-        db.session, shortcode, json.dumps(body).encode(), source_ip="127.0.0.1", headers={}
+        db.session.connection(),
+        shortcode,
+        json.dumps(body).encode(),
+        source_ip="127.0.0.1",
+        headers={},
     )
     db.session.commit()
 
@@ -275,7 +279,11 @@ def test_worker_killed_between_claim_and_commit_posts_exactly_once(
     loan_id, opening_paid = loan.id, loan.paid
     body = c2b_body(TransAmount="1234.50", BillRefNumber=loan.number)
     stored = intake.record_confirmation(
-        db.session, shortcode, json.dumps(body).encode(), source_ip="127.0.0.1", headers={}
+        db.session.connection(),
+        shortcode,
+        json.dumps(body).encode(),
+        source_ip="127.0.0.1",
+        headers={},
     )
     db.session.commit()
     assert stored.outcome == "stored"
