@@ -66,19 +66,27 @@ class Prepared:
         found = self._by_dialect.get(dialect.name)
         if found is None:
             compiled = self.statement.compile(dialect=dialect, column_keys=list(self.keys))
-            converters = {
-                name: bind_converter(bind.type, dialect) for name, bind in compiled.binds.items()
-            }
-            order = compiled.positiontup  # None for named styles (psycopg's pyformat)
-            found = self._by_dialect[dialect.name] = (str(compiled), converters, order)
+            # (name, converter) in the driver's parameter order; the list of values is
+            # positional (SQLite's qmark) unless the dialect names its parameters (psycopg).
+            binds = tuple(
+                (name, bind_converter(compiled.binds[name].type, dialect))
+                for name in (compiled.positiontup or compiled.binds)
+            )
+            found = self._by_dialect[dialect.name] = (
+                str(compiled),
+                binds,
+                compiled.positiontup is not None,
+            )
         return found
 
     def run(self, connection, values: dict):
-        sql, converters, order = self._compiled(connection.dialect)
-        params = {}
-        for name, convert in converters.items():
+        sql, binds, positional = self._compiled(connection.dialect)
+        params = []
+        for name, convert in binds:
             value = values[name]
-            params[name] = convert(value) if convert is not None and value is not None else value
+            params.append(convert(value) if convert is not None and value is not None else value)
+        if not positional:
+            params = {name: value for (name, _), value in zip(binds, params, strict=True)}
         cursor = connection.connection.driver_connection.cursor()
-        cursor.execute(sql, [params[name] for name in order] if order is not None else params)
+        cursor.execute(sql, params)
         return cursor
