@@ -18,6 +18,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -120,9 +121,16 @@ class C2BPayment(db.Model):
         CheckConstraint("amount > 0", name="amount_positive"),
         Index("ix_c2b_payment_status_received", "status", "received_at"),
         Index("ix_c2b_payment_status_id", "status", "id"),  # a status's keyset pages
-        Index("ix_c2b_payment_trans_time", "trans_time"),
         Index("ix_c2b_payment_trans_id", "trans_id"),  # a receipt typed in the search
         Index("ix_c2b_payment_msisdn", "msisdn"),  # a phone in any form
+        # Only matched payments have a borrower: a confirmation's INSERT (borrower unknown
+        # yet) does not touch this index, and lookups by borrower (``= ?``) still use it.
+        Index(
+            "ix_c2b_payment_borrower_id",
+            "borrower_id",
+            sqlite_where=text("borrower_id IS NOT NULL"),
+            postgresql_where=text("borrower_id IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -145,7 +153,7 @@ class C2BPayment(db.Model):
     status: Mapped[str] = mapped_column(String(12), default="received")
     rule: Mapped[str | None] = mapped_column(String(16))
     reason: Mapped[str | None] = mapped_column(Text)
-    borrower_id: Mapped[int | None] = mapped_column(ForeignKey("borrower.id"), index=True)
+    borrower_id: Mapped[int | None] = mapped_column(ForeignKey("borrower.id"))
     credit: Mapped[Decimal] = mapped_column(Money, default=Decimal("0.00"))
     error: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(default=0)
