@@ -54,8 +54,8 @@ class Prepared:
     path (a confirmation's request); everything else goes through the session as usual.
 
     ``run(connection, values)`` executes on a SQLAlchemy connection (``session.connection()``),
-    in its transaction, and returns the DB-API cursor (its rows are the driver's own: no
-    result conversion)."""
+    in its transaction, ``execute(dialect, driver_connection, values)`` on a DB-API one;
+    both return the DB-API cursor (its rows are the driver's own: no result conversion)."""
 
     def __init__(self, statement, keys: tuple[str, ...] = ()):
         self.statement = statement
@@ -80,13 +80,18 @@ class Prepared:
         return found
 
     def run(self, connection, values: dict):
-        sql, binds, positional = self._compiled(connection.dialect)
+        """Execute on a SQLAlchemy connection, in its transaction."""
+        return self.execute(connection.dialect, connection.connection.driver_connection, values)
+
+    def execute(self, dialect, driver_connection, values: dict):
+        """Execute on a DB-API connection (``engine.raw_connection().driver_connection``)."""
+        sql, binds, positional = self._compiled(dialect)
         params = []
         for name, convert in binds:
             value = values[name]
             params.append(convert(value) if convert is not None and value is not None else value)
         if not positional:
             params = {name: value for (name, _), value in zip(binds, params, strict=True)}
-        cursor = connection.connection.driver_connection.cursor()
+        cursor = driver_connection.cursor()
         cursor.execute(sql, params)
         return cursor

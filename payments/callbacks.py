@@ -140,11 +140,11 @@ def _shortcode_changed(*_args) -> None:
     _changes[0] += 1
 
 
-def find_shortcode(connection, token: str):
+def find_shortcode(token: str):
     """The shortcode whose callback token this is (compared in constant time): a plain row
     of what a callback needs, not the model, whose encrypted credentials would be
     decrypted on every callback. Only real shortcodes are remembered (a few), never a
-    wrong token. ``connection`` is read only when the token is not remembered."""
+    wrong token."""
     if not _TOKEN.fullmatch(token or ""):  # before any query: no NUL reaches the driver
         return None
     known = current_app.extensions.setdefault("marejesho.shortcodes", {})
@@ -152,9 +152,10 @@ def find_shortcode(connection, token: str):
     remembered = known.get(token)
     if remembered and remembered[0] == _changes[0] and now - remembered[1] < SHORTCODE_TTL:
         return remembered[2]
-    cursor = _SHORTCODE_BY_TOKEN.run(connection, {"token": token})
-    row = cursor.fetchone()
-    cursor.close()
+    with db.engine.connect() as connection:
+        cursor = _SHORTCODE_BY_TOKEN.run(connection, {"token": token})
+        row = cursor.fetchone()
+        cursor.close()
     shortcode = CallbackShortcode(*row) if row else None
     if shortcode is None or not hmac.compare_digest(shortcode.callback_token, token):
         known.pop(token, None)
@@ -179,9 +180,9 @@ def read_body() -> bytes:
     return body
 
 
-def gatekeep(connection, token: str):
+def gatekeep(token: str):
     """The shortcode, or the answer to refuse with (404 wrong token, 403 source IP)."""
-    shortcode = find_shortcode(connection, token)
+    shortcode = find_shortcode(token)
     if shortcode is None:
         security_log.warning("callback with an unknown token from %s", request.remote_addr)
         return None, (jsonify(errorCode="404.001.01", errorMessage="Resource not found"), 404)
@@ -199,17 +200,16 @@ def gatekeep(connection, token: str):
 @public
 def confirmation(token: str):
     """Store the payment (or the unreadable body), commit, then process it; Safaricom hears
-    "Accepted" only once the payment is in the database. The request's one transaction is
-    on a connection of its own, not the ORM session: two INSERTs need no unit of work."""
+    "Accepted" only once the payment is in the database. The request's transaction is on a
+    pooled connection of its own, not the ORM session: two INSERTs need no unit of work."""
+    shortcode, refusal = gatekeep(token)
+    if refusal:
+        return refusal
     environ = request.environ
-    with db.engine.begin() as connection:
-        shortcode, refusal = gatekeep(connection, token)
-        if refusal:
-            return refusal
-        headers = {k: environ[key][:200] for k, key in KEPT_HEADERS.items() if key in environ}
-        stored = intake.record_confirmation(
-            connection, shortcode, read_body(), source_ip=request.remote_addr, headers=headers
-        )
+    headers = {k: environ[key][:200] for k, key in KEPT_HEADERS.items() if key in environ}
+    stored = intake.store_confirmation(
+        db.engine, shortcode, read_body(), source_ip=request.remote_addr, headers=headers
+    )
     if stored.needs_processing:
         try:
             enqueue(process_payment_job, stored.payment_id)
@@ -227,7 +227,7 @@ _ACKNOWLEDGED_JSON = json.dumps(ACKNOWLEDGED, separators=(",", ":")) + "\n"
 @public
 def validation(token: str):
     """Accept or reject before the money moves, with Daraja's codes, in milliseconds."""
-    shortcode, refusal = gatekeep(db.session.connection(), token)
+    shortcode, refusal = gatekeep(token)
     if refusal:
         return refusal
     body = read_body()

@@ -7,7 +7,7 @@ import logging
 from dataclasses import dataclass
 from decimal import Decimal
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, Engine, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -110,6 +110,37 @@ _NEW_LOG_ENTRY = Prepared(
 UNREADABLE_TIME = "TransTime was unreadable; time of receipt used"
 
 
+def store_confirmation(
+    engine: Engine, shortcode, body: bytes, *, source_ip: str | None, headers: dict
+) -> Stored:
+    """A confirmation's request: keep what ``record_confirmation`` keeps, and commit. The
+    usual confirmation (a new TransID, or a body that is not a notice) is two INSERTs on
+    one of the pool's DB-API connections, in a transaction of their own, without
+    SQLAlchemy's connection and transaction objects around them. A TransID seen before
+    wrote nothing there (ON CONFLICT DO NOTHING), so that transaction is rolled back and
+    ``record_confirmation`` compares the repeat in a transaction of its own."""
+    pooled = engine.raw_connection()
+    try:
+        stored = _store_new(
+            engine.dialect, pooled.driver_connection, shortcode, body, source_ip, headers
+        )
+        if stored is None:
+            pooled.rollback()
+        else:
+            pooled.commit()
+    except BaseException:
+        pooled.rollback()
+        raise
+    finally:
+        pooled.close()  # back to the pool
+    if stored is None:
+        with engine.begin() as connection:
+            stored = record_confirmation(
+                connection, shortcode, body, source_ip=source_ip, headers=headers
+            )
+    return stored
+
+
 def record_confirmation(
     connection: Connection,
     shortcode,
@@ -124,11 +155,42 @@ def record_confirmation(
     amount or account flags the payment for review. ``shortcode`` needs only ``id`` and
     ``number``. Does not commit.
 
-    This is the whole of a confirmation's request, so it is two statements compiled once
-    and run on the driver (``Prepared``), no ORM session or unit of work: Safaricom is
-    answered in well under a millisecond of the database's time. Only the rare conflict
-    (the same TransID with another amount) loads the payment through the ORM."""
-    entry = {
+    A new payment is two statements compiled once and run on the driver (``Prepared``), no
+    ORM session or unit of work. Only a repeated TransID loads the payment through the ORM,
+    in a session joined to the caller's transaction (it neither commits nor rolls back the
+    caller's work)."""
+    driver = connection.connection.driver_connection
+    stored = _store_new(connection.dialect, driver, shortcode, body, source_ip, headers)
+    if stored is not None:
+        return stored
+    notice = parse_c2b(body)
+    entry = _log_entry(shortcode, body, source_ip, headers)
+    with Session(bind=connection) as session:
+        existing = session.scalars(
+            select(C2BPayment).where(
+                C2BPayment.shortcode_id == shortcode.id, C2BPayment.trans_id == notice.trans_id
+            )
+        ).one()
+        entry["payment_id"] = existing.id
+        if _same_payment(existing, notice):
+            _NEW_LOG_ENTRY.run(connection, {**entry, "outcome": "duplicate"}).close()
+            log.info("duplicate confirmation %s ignored", notice.trans_id)
+            return Stored("duplicate", existing.id)
+        entry["outcome"] = "conflict"
+        entry["error"] = (
+            f"TransID {notice.trans_id} came again with amount {notice.amount} and "
+            f"account {notice.bill_ref!r}; first seen with {existing.amount} and "
+            f"{existing.bill_ref!r}"
+        )
+        _NEW_LOG_ENTRY.run(connection, entry).close()
+        flag_for_review(session, existing, entry["error"])
+        session.flush()
+    security_log.warning("conflicting confirmation for %s", notice.trans_id)
+    return Stored("conflict", existing.id)
+
+
+def _log_entry(shortcode, body: bytes, source_ip: str | None, headers: dict) -> dict:
+    return {
         "shortcode_id": shortcode.id,
         "kind": "confirmation",
         "received_at": utcnow(),
@@ -139,18 +201,26 @@ def record_confirmation(
         "error": None,
         "payment_id": None,
     }
+
+
+def _store_new(dialect, driver, shortcode, body, source_ip, headers) -> Stored | None:
+    """Keep a body that is not a C2B notice (quarantined), or a new payment and its log
+    line, on a DB-API connection in its transaction. None when the TransID is already
+    there: then nothing was written."""
+    entry = _log_entry(shortcode, body, source_ip, headers)
     try:
         notice = parse_c2b(body)
         if notice.short_code and notice.short_code != shortcode.number:
             raise NotDaraja(f"BusinessShortCode {notice.short_code} is not this URL's shortcode")
     except NotDaraja as exc:
         entry["error"] = str(exc)
-        _NEW_LOG_ENTRY.run(connection, entry).close()
+        _NEW_LOG_ENTRY.execute(dialect, driver, entry).close()
         log.warning("confirmation quarantined for shortcode %s: %s", shortcode.number, exc)
         return Stored("quarantined")
 
-    inserted = _NEW_PAYMENT[connection.dialect.name].run(
-        connection,
+    inserted = _NEW_PAYMENT[dialect.name].execute(
+        dialect,
+        driver,
         {
             "shortcode_id": shortcode.id,
             "trans_id": notice.trans_id,
@@ -175,36 +245,11 @@ def record_confirmation(
     )
     row = inserted.fetchone()
     inserted.close()
-    if row is not None:
-        payment_id = row[0]
-        entry |= {"outcome": "stored", "payment_id": payment_id}
-        _NEW_LOG_ENTRY.run(connection, entry).close()
-        return Stored("stored", payment_id)
-
-    # A TransID seen before: a session joined to the caller's transaction (it neither
-    # commits nor rolls back the caller's work) loads the first payment to compare.
-    with Session(bind=connection) as session:
-        existing = session.scalars(
-            select(C2BPayment).where(
-                C2BPayment.shortcode_id == shortcode.id, C2BPayment.trans_id == notice.trans_id
-            )
-        ).one()
-        entry["payment_id"] = existing.id
-        if _same_payment(existing, notice):
-            _NEW_LOG_ENTRY.run(connection, {**entry, "outcome": "duplicate"}).close()
-            log.info("duplicate confirmation %s ignored", notice.trans_id)
-            return Stored("duplicate", existing.id)
-        entry["outcome"] = "conflict"
-        entry["error"] = (
-            f"TransID {notice.trans_id} came again with amount {notice.amount} and "
-            f"account {notice.bill_ref!r}; first seen with {existing.amount} and "
-            f"{existing.bill_ref!r}"
-        )
-        _NEW_LOG_ENTRY.run(connection, entry).close()
-        flag_for_review(session, existing, entry["error"])
-        session.flush()
-    security_log.warning("conflicting confirmation for %s", notice.trans_id)
-    return Stored("conflict", existing.id)
+    if row is None:
+        return None
+    entry |= {"outcome": "stored", "payment_id": row[0]}
+    _NEW_LOG_ENTRY.execute(dialect, driver, entry).close()
+    return Stored("stored", row[0])
 
 
 def flag_for_review(session: Session, payment: C2BPayment, why: str) -> None:
