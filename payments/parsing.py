@@ -18,6 +18,7 @@ _TRANS_ID = re.compile(r"^[A-Za-z0-9]{4,32}$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 _MASKED = re.compile(r"^(\d{3,9})\s*\*+\s*(\d{2,4})$")
+_TRANS_TIME = re.compile(r"\d{14}")
 
 
 class NotDaraja(ValueError):
@@ -44,9 +45,9 @@ class C2BNotice:
 
 def clean_text(value, limit: int) -> str:
     """A display-safe string: numbers become text, control characters (NUL, CR, LF) go."""
-    if value is None or isinstance(value, (dict, list)):
-        return ""
-    if isinstance(value, bool):
+    if value.__class__ is str and value.isprintable():  # most fields: nothing to remove
+        return value.strip()[:limit]
+    if value is None or isinstance(value, (dict, list, bool)):
         return ""
     return _CONTROL.sub("", str(value)).strip()[:limit]
 
@@ -72,7 +73,7 @@ def parse_amount(value, field: str = "TransAmount") -> Decimal:
 def parse_trans_time(value) -> datetime | None:
     """``YYYYMMDDHHmmss`` in Nairobi time, as UTC; None when unreadable."""
     text = clean_text(value, 20)
-    if not re.fullmatch(r"\d{14}", text):
+    if not _TRANS_TIME.fullmatch(text):
         return None
     try:
         parts = (text[:4], text[4:6], text[6:8], text[8:10], text[10:12], text[12:14])
