@@ -32,6 +32,10 @@ time goes (store, match, post, SMS receipt and notices; enqueue).
     .venv/bin/python bench/confirmations.py \\
         --database-url postgresql+psycopg://mj:mj@127.0.0.1/mj_bench2
     .venv/bin/python bench/confirmations.py --modes sync --duration 10 --clients 4
+    .venv/bin/python bench/confirmations.py --modes sync --rounds 3 --drain-timeout 1
+
+--rounds N repeats the floor/app pair N times (fresh servers, same database) and judges the
+goal on the median ratio: on a shared 2-core machine one pair moves 10 % either way.
 
 The PostgreSQL database's public schema is DROPPED and recreated (its name must contain
 "bench"). Only loopback traffic; gunicorn is stopped at the end of each run.
