@@ -118,27 +118,26 @@ def store_confirmation(
     one of the pool's DB-API connections, in a transaction of their own, without
     SQLAlchemy's connection and transaction objects around them. A TransID seen before
     wrote nothing there (ON CONFLICT DO NOTHING), so that transaction is rolled back and
-    ``record_confirmation`` compares the repeat in a transaction of its own."""
+    the repeat is compared with the first payment, through the ORM, in a transaction of
+    its own."""
     pooled = engine.raw_connection()
     try:
-        stored = _store_new(
+        outcome = _store_new(
             engine.dialect, pooled.driver_connection, shortcode, body, source_ip, headers
         )
-        if stored is None:
-            pooled.rollback()
-        else:
+        if isinstance(outcome, Stored):
             pooled.commit()
+        else:
+            pooled.rollback()
     except BaseException:
         pooled.rollback()
         raise
     finally:
         pooled.close()  # back to the pool
-    if stored is None:
-        with engine.begin() as connection:
-            stored = record_confirmation(
-                connection, shortcode, body, source_ip=source_ip, headers=headers
-            )
-    return stored
+    if isinstance(outcome, Stored):
+        return outcome
+    with engine.begin() as connection:
+        return _record_repeat(connection, shortcode, *outcome)
 
 
 def record_confirmation(
@@ -160,11 +159,15 @@ def record_confirmation(
     in a session joined to the caller's transaction (it neither commits nor rolls back the
     caller's work)."""
     driver = connection.connection.driver_connection
-    stored = _store_new(connection.dialect, driver, shortcode, body, source_ip, headers)
-    if stored is not None:
-        return stored
-    notice = parse_c2b(body)
-    entry = _log_entry(shortcode, body, source_ip, headers)
+    outcome = _store_new(connection.dialect, driver, shortcode, body, source_ip, headers)
+    if isinstance(outcome, Stored):
+        return outcome
+    return _record_repeat(connection, shortcode, *outcome)
+
+
+def _record_repeat(connection: Connection, shortcode, notice: C2BNotice, entry: dict) -> Stored:
+    """A TransID already stored (for this shortcode): log it as a duplicate, or, with another
+    amount or account, as a conflict that flags the first payment for review."""
     with Session(bind=connection) as session:
         existing = session.scalars(
             select(C2BPayment).where(
@@ -203,10 +206,12 @@ def _log_entry(shortcode, body: bytes, source_ip: str | None, headers: dict) -> 
     }
 
 
-def _store_new(dialect, driver, shortcode, body, source_ip, headers) -> Stored | None:
+def _store_new(
+    dialect, driver, shortcode, body, source_ip, headers
+) -> Stored | tuple[C2BNotice, dict]:
     """Keep a body that is not a C2B notice (quarantined), or a new payment and its log
-    line, on a DB-API connection in its transaction. None when the TransID is already
-    there: then nothing was written."""
+    line, on a DB-API connection in its transaction. When the TransID is already there,
+    nothing was written: the notice and its log entry come back for ``_record_repeat``."""
     entry = _log_entry(shortcode, body, source_ip, headers)
     try:
         notice = parse_c2b(body)
@@ -246,7 +251,7 @@ def _store_new(dialect, driver, shortcode, body, source_ip, headers) -> Stored |
     row = inserted.fetchone()
     inserted.close()
     if row is None:
-        return None
+        return notice, entry
     entry |= {"outcome": "stored", "payment_id": row[0]}
     _NEW_LOG_ENTRY.execute(dialect, driver, entry).close()
     return Stored("stored", row[0])
