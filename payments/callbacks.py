@@ -29,6 +29,7 @@ security_log = logging.getLogger("marejesho.security")
 MAX_BODY = 64 * 1024
 _TOKEN = re.compile(r"[0-9a-f]{32,64}")
 ACKNOWLEDGED = {"ResultCode": 0, "ResultDesc": "Accepted"}
+_ACKNOWLEDGED_JSON = json.dumps(ACKNOWLEDGED, separators=(",", ":")) + "\n"  # as jsonify writes it
 # The request headers kept with a callback for audit, by their WSGI environ keys (read
 # straight from the environ: looking up an absent header through werkzeug costs an exception).
 KEPT_HEADERS = {
@@ -218,9 +219,6 @@ def confirmation(token: str):
                 "could not enqueue payment %s; it waits in received", stored.payment_id
             )
     return current_app.response_class(_ACKNOWLEDGED_JSON, mimetype="application/json")
-
-
-_ACKNOWLEDGED_JSON = json.dumps(ACKNOWLEDGED, separators=(",", ":")) + "\n"
 
 
 @bp.post("/<token>/validation")

@@ -8,6 +8,7 @@ from itertools import count
 import pytest
 
 from lenders.extensions import db
+from payments import intake
 from payments.models import Shortcode
 
 _receipts = count(1)
@@ -36,6 +37,18 @@ def c2b_body(**fields) -> dict:
     }
     body.update(fields)
     return {k: v for k, v in body.items() if v is not None}
+
+
+def record_unprocessed(shortcode, body: dict) -> intake.Stored:
+    """Store a confirmation as the callback does, in the test's session, and leave it in
+    ``received`` (nothing enqueued, nothing committed)."""
+    return intake.record_confirmation(
+        db.session.connection(),
+        shortcode,
+        json.dumps(body).encode(),
+        source_ip="127.0.0.1",
+        headers={},
+    )
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ process is idle; the same thread sweeps what a restart left behind."""
 
 from __future__ import annotations
 
-import json
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal as D
@@ -14,9 +13,8 @@ from sqlalchemy import select, update
 
 from lenders.extensions import db
 from lenders.models import Loan
-from payments import intake
 from payments.models import C2BPayment
-from tests.payments.conftest import c2b_body
+from tests.payments.conftest import c2b_body, record_unprocessed
 
 ACCEPTED = {"ResultCode": 0, "ResultDesc": "Accepted"}
 
@@ -94,13 +92,7 @@ def test_the_job_thread_sweeps_payments_a_restart_left_in_received(
     loan = make_loan()
     loan_id, opening = loan.id, loan.paid
     body = c2b_body(TransAmount="420.00", BillRefNumber=loan.number)
-    stored = intake.record_confirmation(
-        db.session.connection(),
-        shortcode,
-        json.dumps(body).encode(),
-        source_ip="127.0.0.1",
-        headers={},
-    )
+    stored = record_unprocessed(shortcode, body)
     db.session.execute(
         update(C2BPayment)
         .where(C2BPayment.id == stored.payment_id)

@@ -31,10 +31,9 @@ from werkzeug.serving import make_server
 import payments.processing
 from lenders.extensions import db
 from lenders.models import Installment, Loan, Repayment
-from payments import intake
 from payments.jobs import process_payment_job, sweep_received_payments
 from payments.models import C2BPayment, CallbackLog
-from tests.payments.conftest import c2b_body, receipt
+from tests.payments.conftest import c2b_body, receipt, record_unprocessed
 
 D = Decimal
 ACCEPTED = {"ResultCode": 0, "ResultDesc": "Accepted"}
@@ -216,13 +215,7 @@ def test_two_jobs_racing_on_one_payment_post_it_once(
     can run for one payment at once. Both read the payment before either writes."""
     loan = make_loan()
     body = c2b_body(TransAmount="640.00", BillRefNumber=loan.number)
-    stored = intake.record_confirmation(
-        db.session.connection(),
-        shortcode,
-        json.dumps(body).encode(),
-        source_ip="127.0.0.1",
-        headers={},
-    )
+    stored = record_unprocessed(shortcode, body)
     db.session.commit()
 
     # Hold each job just after its claim until the other has claimed too. Where the claim
@@ -278,13 +271,7 @@ def test_worker_killed_between_claim_and_commit_posts_exactly_once(
     loan = make_loan()
     loan_id, opening_paid = loan.id, loan.paid
     body = c2b_body(TransAmount="1234.50", BillRefNumber=loan.number)
-    stored = intake.record_confirmation(
-        db.session.connection(),
-        shortcode,
-        json.dumps(body).encode(),
-        source_ip="127.0.0.1",
-        headers={},
-    )
+    stored = record_unprocessed(shortcode, body)
     db.session.commit()
     assert stored.outcome == "stored"
 
