@@ -11,11 +11,12 @@ from lenders import cli as lenders_cli
 from lenders import views as lenders_views
 from lenders.config import config_from_env
 from lenders.extensions import csrf, db, htmx, limiter, login_manager, migrate
+from lenders.jobs import runner as jobs
 from lenders.web import init_web, roles, unauthorized_to_login
 from payments import callbacks as payments_callbacks
 from payments import cli as payments_cli
 from payments import configuration as payments_configuration  # noqa: F401 (routes)
-from payments import jobs as payments_jobs
+from payments import jobs as payments_jobs  # noqa: F401 (registers its drains and jobs)
 from payments import messages as payments_messages
 from payments import views as payments_views
 
@@ -47,7 +48,7 @@ def create_app(config: dict | None = None) -> Flask:
     app.register_blueprint(payments_views.bp)
     payments_callbacks.init_app(app)
     payments_messages.init_app(app)
-    payments_jobs.init_app(app)
+    jobs.init_app(app)
     app.cli.add_command(lenders_cli.group)
     app.cli.add_command(payments_cli.group)
 

@@ -18,9 +18,9 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from lenders.database import Prepared
 from lenders.extensions import csrf, db
+from lenders.jobs import wake
 from lenders.web import public
 from payments import intake
-from payments.jobs import enqueue, process_payment_job
 from payments.models import CallbackLog, Shortcode
 
 bp = Blueprint("c2b", __name__, url_prefix="/payments/c2b")
@@ -200,8 +200,8 @@ def gatekeep(token: str):
 @bp.post("/<token>/confirmation")
 @public
 def confirmation(token: str):
-    """Store the payment (or the unreadable body), commit, then process it; Safaricom hears
-    "Accepted" only once the payment is in the database. The request's transaction is on a
+    """Store the payment (or the unreadable body), commit, then wake the workers; Safaricom
+    hears "Accepted" only once the payment is in the database. The request's transaction is on a
     pooled connection of its own, not the ORM session: two INSERTs need no unit of work."""
     shortcode, refusal = gatekeep(token)
     if refusal:
@@ -212,12 +212,7 @@ def confirmation(token: str):
         db.engine, shortcode, read_body(), source_ip=request.remote_addr, headers=headers
     )
     if stored.needs_processing:
-        try:
-            enqueue(process_payment_job, stored.payment_id)
-        except Exception:  # noqa: BLE001 - stored and acknowledged; the sweeper retries
-            logging.getLogger("marejesho.jobs").exception(
-                "could not enqueue payment %s; it waits in received", stored.payment_id
-            )
+        wake("payments")  # a hint: the workers also poll for payments in received
     return current_app.response_class(_ACKNOWLEDGED_JSON, mimetype="application/json")
 
 

@@ -13,7 +13,6 @@ from sqlalchemy import select
 from lenders.extensions import db
 from lenders.importer import write_csv
 from payments.exports import shortcode_json, transaction_rows
-from payments.jobs import sweep_queued_messages, sweep_received_payments
 from payments.models import Shortcode
 
 group = click.Group("payments", help="M-Pesa shortcodes, callbacks and payments.")
@@ -72,12 +71,16 @@ def shortcodes(as_json: bool) -> None:
 @group.command("sweep")
 @with_appcontext
 def sweep() -> None:
-    """Re-enqueue payments stuck in ``received``."""
-    count = sweep_received_payments()
-    click.echo(f"re-enqueued {count} payment(s)")
-    messages = sweep_queued_messages()
+    """Post the payments waiting in ``received`` and send the queued messages, here and now
+    (the workers do the same on their own; this is for cron without a worker, or a person)."""
+    from lenders.jobs import run_drains
+
+    app = current_app._get_current_object()
+    count = run_drains(app, ["payments"])
+    click.echo(f"processed {count} payment(s) waiting in received")
+    messages = run_drains(app, ["messages"])
     if messages:
-        click.echo(f"re-sent {messages} queued receipt(s)")
+        click.echo(f"sent {messages} queued message(s)")
 
 
 @group.command("export-transactions")
@@ -166,7 +169,7 @@ def import_statement_command(path: str, number: str | None) -> None:
     Credits no callback delivered are stored and matched like callbacks."""
     from pathlib import Path
 
-    from payments.jobs import enqueue, process_payment_job
+    from lenders.jobs import wake
     from payments.statements import import_statement
 
     query = select(Shortcode)
@@ -179,6 +182,6 @@ def import_statement_command(path: str, number: str | None) -> None:
         )
     summary = import_statement(db.session, Path(path), found[0])
     db.session.commit()
-    for payment_id in summary.new_payment_ids:
-        enqueue(process_payment_job, payment_id)
+    if summary.new_payment_ids:
+        wake("payments")
     click.echo(json.dumps(summary.as_json()))

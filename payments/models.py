@@ -219,6 +219,13 @@ class SmsMessage(db.Model):
             name="status",
         ),
         Index("ix_sms_message_provider_message_id", "provider_message_id"),
+        # The messages drain's claim: queued messages, oldest first.
+        Index(
+            "ix_sms_message_queued",
+            "id",
+            sqlite_where=text("status = 'queued'"),
+            postgresql_where=text("status = 'queued'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -234,6 +241,7 @@ class SmsMessage(db.Model):
     provider_message_id: Mapped[str | None] = mapped_column(String(80))
     attempts: Mapped[int] = mapped_column(default=0)
     error: Mapped[str | None] = mapped_column(Text)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # after a failure
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -9,11 +10,15 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from lenders.book import post_repayment, record_audit
+from lenders.jobs import is_transient
 from lenders.models import Loan
-from payments.matching import Decision, gather_facts, match_payment
+from payments.matching import BorrowerFacts, Decision, MatchFacts, gather_facts, match_payment
 from payments.models import C2BPayment, Shortcode
+from payments.sms import queue_messages_for
 
 PROCESSABLE = ("received", "failed")
+MAX_ATTEMPTS = 5  # a payment that keeps meeting transient errors is parked as failed
+log = logging.getLogger("marejesho.jobs")
 
 
 def claim_payment(
@@ -45,10 +50,14 @@ def payment_snapshot(payment: C2BPayment) -> dict:
 
 def decide(session: Session, payment: C2BPayment) -> Decision:
     """Match a stored payment against the book as it is now."""
+    return match_payment(_facts(session, payment))
+
+
+def _facts(session: Session, payment: C2BPayment) -> MatchFacts:
     tolerance = session.scalar(
         select(Shortcode.amount_tolerance).where(Shortcode.id == payment.shortcode_id)
     )
-    facts = gather_facts(
+    return gather_facts(
         session,
         amount=payment.amount,
         bill_ref=payment.bill_ref,
@@ -57,7 +66,44 @@ def decide(session: Session, payment: C2BPayment) -> Decision:
         first_name=payment.first_name,
         tolerance=tolerance if tolerance is not None else Decimal("10.00"),
     )
-    return match_payment(facts)
+
+
+def _balances_seen(facts: MatchFacts, borrower_id: int) -> dict[int, Decimal] | None:
+    """The active loans and balances the decision for ``borrower_id`` was made on."""
+    for borrower in (facts.ref_borrower, facts.payer):
+        if isinstance(borrower, BorrowerFacts) and borrower.id == borrower_id:
+            return {loan.id: loan.outstanding for loan in borrower.active_loans}
+    return None
+
+
+def _lock_balances(session: Session, borrower_id: int) -> dict[int, Decimal]:
+    """Lock every loan of the borrower, in id order (so two postings for one borrower never
+    deadlock), and read the active ones' balances as they are now."""
+    rows = session.execute(
+        select(Loan.id, Loan.status, Loan.principal + Loan.interest + Loan.fees - Loan.paid)
+        .where(Loan.borrower_id == borrower_id)
+        .order_by(Loan.id)
+        .with_for_update()
+    ).all()
+    return {id_: Decimal(owed) for id_, status, owed in rows if status == "active"}
+
+
+def decide_current(session: Session, payment: C2BPayment) -> Decision:
+    """Match a payment on balances no concurrent posting can change before this transaction
+    ends. The decision is made without locks (most payments meet no race); then the chosen
+    borrower's loans are locked and, if another posting changed them in between, the
+    payment is decided again on what is now locked. On SQLite the claim's write already
+    serialises every writer, so the first decision stands."""
+    facts = _facts(session, payment)
+    decision = match_payment(facts)
+    if not decision.matched or session.get_bind().dialect.name == "sqlite":
+        return decision
+    if _lock_balances(session, decision.borrower_id) == _balances_seen(
+        facts, decision.borrower_id
+    ):
+        return decision
+    log.info("payment %s: balances changed while deciding; deciding again", payment.trans_id)
+    return decide(session, payment)
 
 
 def apply_decision(session: Session, payment: C2BPayment, decision: Decision, *, actor=None):
@@ -103,6 +149,7 @@ def apply_decision(session: Session, payment: C2BPayment, decision: Decision, *,
         after=payment_snapshot(payment) | {"repayments": [r.id for r in payment.repayments]},
         reason=decision.reason,
     )
+    queue_messages_for(session, payment)
     return payment
 
 
@@ -113,15 +160,63 @@ def process_payment(session: Session, payment_id: int) -> str | None:
     payment = claim_payment(session, payment_id)
     if payment is None:
         return None
-    apply_decision(session, payment, decide(session, payment))
+    apply_decision(session, payment, decide_current(session, payment))
     return payment.status
+
+
+def claim_received_payments(session: Session, limit: int) -> list[int]:
+    """Claim up to ``limit`` payments waiting in ``received``, oldest first, for this
+    transaction: PostgreSQL skips rows another worker holds (FOR NO KEY UPDATE SKIP LOCKED:
+    not FOR UPDATE, which would also skip a payment whose callback_log row is being
+    written, as the foreign key check holds a KEY SHARE lock on it); on SQLite the UPDATE
+    takes the database's write lock, so claims follow one another."""
+    waiting = (
+        select(C2BPayment.id)
+        .where(C2BPayment.status == "received")
+        .order_by(C2BPayment.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True, key_share=True)
+    )
+    claimed = session.execute(
+        update(C2BPayment)
+        .where(C2BPayment.id.in_(waiting.scalar_subquery()))
+        .values(attempts=C2BPayment.attempts + 1)
+        .returning(C2BPayment.id)
+        .execution_options(synchronize_session=False)
+    ).scalars()
+    return sorted(claimed)
+
+
+def post_claimed_payment(session: Session, payment_id: int) -> str:
+    """Match and post a payment this transaction claimed, inside a savepoint, so that one
+    payment's failure leaves the rest of the batch alone. A transient error (a deadlock, a
+    lock timeout) leaves it in ``received`` for the next pass, up to MAX_ATTEMPTS; any other
+    error parks it as ``failed`` with the error, for an officer. Returns the status."""
+    payment = session.get(C2BPayment, payment_id)
+    try:
+        with session.begin_nested():
+            apply_decision(session, payment, decide_current(session, payment))
+        return payment.status
+    except Exception as exc:  # noqa: BLE001 - every failure is recorded or retried
+        if is_transient(exc) and not session.is_active:
+            raise  # the connection or the transaction is gone: the whole batch goes again
+        if is_transient(exc) and payment.attempts < MAX_ATTEMPTS:
+            log.warning("payment %s: transient error, tried again later: %s", payment_id, exc)
+            return "received"
+        log.exception("payment %s failed", payment_id)
+        park_failed(session, payment, f"{type(exc).__name__}: {exc}")
+        return "failed"
 
 
 def mark_failed(session: Session, payment_id: int, error: str) -> None:
     """Park a payment that could not be processed, with the error, for an officer."""
     payment = claim_payment(session, payment_id)
-    if payment is None:
-        return
+    if payment is not None:
+        park_failed(session, payment, error)
+
+
+def park_failed(session: Session, payment: C2BPayment, error: str) -> None:
+    """Record a claimed payment as ``failed``, with the error and an audit event."""
     before = payment_snapshot(payment)
     payment.status, payment.error = "failed", error[:2000]
     payment.processed_at = datetime.now(UTC)

@@ -28,7 +28,6 @@ from lenders.web import (
 )
 from payments import backoffice, reports
 from payments.exports import transaction_rows
-from payments.jobs import after_posting
 from payments.models import C2BPayment, CallbackLog, ReassignmentRequest, Shortcode
 
 bp = Blueprint("payments", __name__, url_prefix="/payments")
@@ -216,8 +215,6 @@ def _act(payment_id: int, work):
             "payments/payment.html", "panel", **_payment_context(found, form, str(exc))
         ), 422
     db.session.commit()
-    if db.session.get(C2BPayment, payment_id).status == "posted":
-        after_posting(payment_id)  # the receipt and notices, outside the money's transaction
     flash(message)
     response = hx_redirect(url_for("payments.payment", payment_id=payment_id))
     response.headers["HX-Trigger"] = "payments-changed"

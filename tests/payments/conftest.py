@@ -81,3 +81,13 @@ def confirm(client, shortcode):
         )
 
     return post
+
+
+def drain(*names: str) -> int:
+    """Run the job runner's drains (all by default) here and now, as a worker's pass does;
+    how many rows they claimed."""
+    from flask import current_app
+
+    from lenders.jobs import run_drains
+
+    return run_drains(current_app._get_current_object(), names or None)

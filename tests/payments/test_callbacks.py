@@ -101,27 +101,25 @@ def loan(make_borrower, make_loan):
 def test_confirmation_is_stored_before_it_is_acknowledged(client, shortcode, monkeypatch):
     from payments import callbacks
 
-    seen_at_enqueue = []
-    real_enqueue = callbacks.enqueue
+    seen_at_wake = []
+    real_wake = callbacks.wake
 
-    def enqueue_after_looking(job, payment_id):
+    def wake_after_looking(*drains):
         # A separate connection sees only what is committed: the payment must be there
         # before processing starts and before Safaricom hears anything.
         with db.engine.connect() as other:
-            seen_at_enqueue.append(
-                other.scalar(
-                    text("SELECT trans_id FROM c2b_payment WHERE id = :id"), {"id": payment_id}
-                )
+            seen_at_wake.extend(
+                other.scalars(text("SELECT trans_id FROM c2b_payment WHERE status = 'received'"))
             )
-        return real_enqueue(job, payment_id)
+        return real_wake(*drains)
 
-    monkeypatch.setattr(callbacks, "enqueue", enqueue_after_looking)
+    monkeypatch.setattr(callbacks, "wake", wake_after_looking)
     body = c2b_body(BillRefNumber="HELLO", TransAmount="250.00")
     response = call(client, shortcode, "confirmation", body)
 
     assert response.status_code == 200
     assert response.is_json and response.get_json() == ACKNOWLEDGED
-    assert seen_at_enqueue == [body["TransID"]]
+    assert seen_at_wake == [body["TransID"]]
     [payment] = payments()
     assert (payment.trans_id, payment.amount, payment.bill_ref) == (
         body["TransID"],
@@ -744,7 +742,7 @@ def test_processing_failure_still_acknowledges_and_parks_the_payment(
     def broken(session, payment):
         raise RuntimeError("matching exploded")
 
-    monkeypatch.setattr("payments.processing.decide", broken)
+    monkeypatch.setattr("payments.processing.decide_current", broken)
     body = c2b_body(BillRefNumber="LOAN-000123")
     response = call(client, shortcode, "confirmation", body)
 
@@ -757,7 +755,7 @@ def test_processing_failure_still_acknowledges_and_parks_the_payment(
     monkeypatch.undo()
     result = runner.invoke(args=["payments", "sweep"])
     assert result.exit_code == 0, result.output
-    assert "re-enqueued 0 payment(s)" in result.output
+    assert "processed 0 payment(s) waiting in received" in result.output
     [payment] = payments()
     assert payment.status == "failed" and payment.attempts == 1  # the sweeper left it alone
     assert paid(loan) == D("0.00")
@@ -790,13 +788,13 @@ def test_sweep_processes_payments_left_in_received(runner, shortcode, loan):
     result = runner.invoke(args=["payments", "sweep"])
 
     assert result.exit_code == 0, result.output
-    assert "re-enqueued 2 payment(s)" in result.output
+    assert "processed 3 payment(s) waiting in received" in result.output
     statuses = {p.id: p.status for p in payments()}
-    assert statuses == {matched.id: "posted", unknown.id: "unmatched", fresh.id: "received"}
-    assert paid(loan) == D("1000.00")
+    assert statuses == {matched.id: "posted", unknown.id: "unmatched", fresh.id: "posted"}
+    assert paid(loan) == D("2000.00")
     # running it again finds nothing left to do
     again = runner.invoke(args=["payments", "sweep"])
-    assert "re-enqueued 0 payment(s)" in again.output and paid(loan) == D("1000.00")
+    assert "processed 0 payment(s)" in again.output and paid(loan) == D("2000.00")
 
 
 # --- shortcodes and their URLs ---------------------------------------------------------

@@ -18,7 +18,7 @@ import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -28,12 +28,13 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from werkzeug.serving import make_server
 
+import payments.jobs
 import payments.processing
 from lenders.extensions import db
 from lenders.models import Installment, Loan, Repayment
-from payments.jobs import process_payment_job, sweep_received_payments
+from payments.jobs import post_received_payments
 from payments.models import C2BPayment, CallbackLog
-from tests.payments.conftest import c2b_body, receipt, record_unprocessed
+from tests.payments.conftest import c2b_body, drain, receipt, record_unprocessed
 
 D = Decimal
 ACCEPTED = {"ResultCode": 0, "ResultDesc": "Accepted"}
@@ -210,39 +211,98 @@ def test_duplicates_are_stopped_by_the_database_not_by_a_check_in_code(
 def test_two_jobs_racing_on_one_payment_post_it_once(
     request, app, database_url, shortcode, make_loan, monkeypatch
 ):
-    """The sweeper may re-enqueue a payment whose first job is still queued or running
-    (RQ redelivery, or a sweep while a retry waits), so two jobs
-    can run for one payment at once. Both read the payment before either writes."""
+    """Two workers drain at once and both look for the same payment in ``received``. The
+    claim decides: on PostgreSQL the second skips the row the first holds; on SQLite it
+    waits for the first to commit and then finds the payment posted."""
     loan = make_loan()
     body = c2b_body(TransAmount="640.00", BillRefNumber=loan.number)
     stored = record_unprocessed(shortcode, body)
     db.session.commit()
 
-    # Hold each job just after its claim until the other has claimed too. Where the claim
-    # is a real row lock the second job cannot get there: the first goes on after 1 s.
+    # Hold each drain just after its claim until the other has claimed too. Where the claim
+    # is a real row lock the second cannot get there: the first goes on after 1 s.
     both_claimed = threading.Barrier(2, timeout=1)
-    real_claim = payments.processing.claim_payment
+    real_claim = payments.jobs.claim_received_payments
 
-    def claim_and_wait(session, payment_id, *args):
-        payment = real_claim(session, payment_id, *args)
+    def claim_and_wait(session, limit):
+        claimed = real_claim(session, limit)
         with suppress(threading.BrokenBarrierError):
             both_claimed.wait()
-        return payment
+        return claimed
 
-    monkeypatch.setattr(payments.processing, "claim_payment", claim_and_wait)
+    monkeypatch.setattr(payments.jobs, "claim_received_payments", claim_and_wait)
 
-    def job() -> str | None:
+    def job() -> int:
         with app.app_context():
-            return process_payment_job(stored.payment_id)
+            try:
+                return post_received_payments(10)
+            finally:
+                db.session.remove()
 
     with ThreadPoolExecutor(2) as pool:
-        results = sorted(pool.map(lambda _: job(), range(2)), key=str)
+        results = sorted(pool.map(lambda _: job(), range(2)))
 
     db.session.expire_all()
     repayments = repayments_for(body["TransID"])
     assert fresh(Loan, loan.id).paid == D("640.00"), [r.amount for r in repayments]
     assert len(repayments) == 1
-    assert results == [None, "posted"]
+    assert results == [0, 1]
+    assert fresh(C2BPayment, stored.payment_id).status == "posted"
+
+
+@pytest.mark.postgresql_only
+def test_a_payment_that_loses_a_race_for_its_loan_is_decided_again_not_failed(
+    app, shortcode, make_borrower, make_loan, monkeypatch
+):
+    """Two payments of one borrower are decided at the same moment by two workers. The first
+    closes the loan the second had chosen (the oldest due); the second, finding the
+    balances changed once it holds the loans' locks, decides again and posts to the other
+    loan. Nothing is parked as failed."""
+    borrower = make_borrower(phones=("0712345678",))
+    first = make_loan(borrower=borrower, principal="400.00", interest="50.00", fees="50.00",
+                      installments=1, disbursed_on=date(2025, 1, 15))  # fmt: skip
+    second = make_loan(borrower=borrower, principal="900.00", interest="90.00", fees="10.00",
+                       installments=1, disbursed_on=date(2025, 3, 1))  # fmt: skip
+    closing = c2b_body(TransAmount="500.00", BillRefNumber=first.number)
+    plain = c2b_body(TransAmount="300.00", BillRefNumber="", MSISDN="254712345678")
+    for body in (closing, plain):
+        record_unprocessed(shortcode, body)
+    db.session.commit()
+
+    both_decided = threading.Barrier(2, timeout=3)
+    calls = Counter()
+    real_match = payments.processing.match_payment
+
+    def match_and_wait(facts):
+        decision = real_match(facts)
+        calls["match"] += 1
+        if calls["match"] <= 2:  # the two first decisions meet; a decision again does not wait
+            with suppress(threading.BrokenBarrierError):
+                both_decided.wait()
+            if facts.amount == D("300.00"):  # the closing payment takes the locks first
+                threading.Event().wait(0.5)
+        return decision
+
+    monkeypatch.setattr(payments.processing, "match_payment", match_and_wait)
+
+    def worker() -> int:
+        with app.app_context():
+            try:
+                return post_received_payments(1)
+            finally:
+                db.session.remove()
+
+    with ThreadPoolExecutor(2) as pool:
+        assert sorted(pool.map(lambda _: worker(), range(2))) == [1, 1]
+
+    db.session.expire_all()
+    assert payments_for(closing["TransID"])[0].status == "posted"
+    late = payments_for(plain["TransID"])[0]
+    assert (late.status, late.error) == ("posted", None)
+    assert [r.loan_id for r in late.repayments] == [second.id]
+    assert fresh(Loan, first.id).status == "closed"
+    assert fresh(Loan, second.id).paid == D("300.00")
+    assert calls["match"] == 3  # the loser decided again
 
 
 def run_crash_worker(database_url: str, payment_id: int, point: str) -> subprocess.CompletedProcess:
@@ -289,11 +349,9 @@ def test_worker_killed_between_claim_and_commit_posts_exactly_once(
         assert fresh(Loan, loan_id).paid == opening_paid
         assert installments_paid(loan_id) == opening_paid
 
-    # The sweeper (or RQ re-running the job) finishes the work; running it again does nothing.
-    swept = sweep_received_payments(older_than=timedelta(0))
-    assert swept == (0 if kill_point == "after_commit" else 1)
-    assert sweep_received_payments(older_than=timedelta(0)) == 0
-    assert process_payment_job(stored.payment_id) is None
+    # The next worker's pass finishes the work; another pass does nothing.
+    assert drain("payments") == (0 if kill_point == "after_commit" else 1)
+    assert drain("payments") == 0
 
     payment = fresh(C2BPayment, stored.payment_id)
     assert payment.status == "posted" and payment.attempts == 1
