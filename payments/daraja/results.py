@@ -118,7 +118,7 @@ class Result:
     """One ``{"Result": {...}}`` body: B2C result or queue timeout, Transaction Status,
     Account Balance or Reversal."""
 
-    result_type: int | str
+    result_type: int
     result_code: int | str
     result_desc: str
     originator_conversation_id: str
@@ -158,8 +158,11 @@ def parse_result(body) -> Result:
     if reference is not None and not isinstance(reference, Mapping):
         raise MalformedResult("ReferenceData is not an object")
     result_type = result.get("ResultType", 0)
+    result_type = result_code(result_type) if result_type not in (None, "") else 0
+    if not isinstance(result_type, int):  # 0 completed, 1 waiting for further messages
+        raise MalformedResult(f"ResultType {result_type!r} is not a number")
     return Result(
-        result_type=result_code(result_type) if result_type not in (None, "") else 0,
+        result_type=result_type,
         result_code=result_code(result["ResultCode"]),
         result_desc=_text(result.get("ResultDesc")),
         originator_conversation_id=_text(result.get("OriginatorConversationID")),
