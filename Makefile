@@ -49,8 +49,8 @@ run: install assets demo
 	@$(FLASK) payments shortcodes
 	@echo "Marejesho at http://$(HOST):$(PORT)/ (Ctrl-C stops it)"
 	@echo "Daraja emulator at http://$(HOST):$(EMULATOR_PORT)/"
-	@$(FLASK) payments emulator --host $(HOST) --port $(EMULATOR_PORT) & emulator=$$!; \
-	  $(FLASK) payments demo-traffic --every $(DEMO_EVERY) & demo=$$!; \
+	@$(FLASK) emulator serve --host $(HOST) --port $(EMULATOR_PORT) & emulator=$$!; \
+	  $(FLASK) emulator demo-traffic --every $(DEMO_EVERY) & demo=$$!; \
 	  trap 'kill $$demo $$emulator 2>/dev/null' EXIT INT TERM; \
 	  MAREJESHO_DARAJA_SANDBOX_URL=$${MAREJESHO_DARAJA_SANDBOX_URL:-http://$(HOST):$(EMULATOR_PORT)} \
 	  $(FLASK) run --host $(HOST) --port $(PORT)

@@ -105,30 +105,6 @@ def load_demo() -> None:
     db.session.commit()
 
 
-@group.command("demo-traffic")
-@click.option("--every", default=5.0, show_default=True, help="Seconds between payments.")
-@click.option("--count", type=int, default=None, help="Stop after this many (default: never).")
-@click.option("--seed", type=int, default=None)
-@with_appcontext
-def demo_traffic(every: float, count: int | None, seed: int | None) -> None:
-    """Send realistic confirmations for the demo paybill to this app's callback URL."""
-    from sqlalchemy.orm import Session
-
-    from payments.demo import send_demo_traffic
-
-    if current_app.config["ENV_NAME"] == "production":
-        raise click.ClickException("demo traffic is never sent in production")
-    engine = db.engine
-    send_demo_traffic(
-        lambda: Session(engine),
-        current_app.config["PUBLIC_BASE_URL"],
-        every=every,
-        count=count,
-        seed=seed,
-        echo=click.echo,
-    )
-
-
 @group.command("rotate-keys")
 @with_appcontext
 def rotate_keys() -> None:
@@ -139,25 +115,6 @@ def rotate_keys() -> None:
     count = rotate_credentials(db.session)
     db.session.commit()
     click.echo(f"re-encrypted {count} secret(s) under the first key")
-
-
-@group.command("emulator")
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=5055, show_default=True, type=int)
-@click.option(
-    "--config",
-    "config_file",
-    type=click.File("r"),
-    help="A JSON object of settings over the emulator's defaults (apps, delays, faults).",
-)
-@with_appcontext
-def emulator(host: str, port: int, config_file) -> None:
-    """Run the local Daraja emulator (sandbox only; never in production)."""
-    from payments.daraja.emulator import serve
-
-    if current_app.config["ENV_NAME"] == "production":
-        raise click.ClickException("the Daraja emulator never runs in production")
-    serve(host, port, json.load(config_file) if config_file else None)
 
 
 @group.command("import-statement")
