@@ -64,12 +64,17 @@ def config_from_env(environ: Mapping[str, str] | None = None) -> dict:
         "SQLALCHEMY_ENGINE_OPTIONS": {
             "hide_parameters": True,
             "pool_pre_ping": not database.startswith("sqlite"),
+            # A database that does not answer is an outage to survive (the journal), not
+            # a reason to hold Safaricom's request for the operating system's TCP timeout.
+            **({"connect_args": {"connect_timeout": 3}} if database.startswith("postgres") else {}),
         },
         "REDIS_URL": env.get("REDIS_URL") or None,
         # Without REDIS_URL, a request's jobs run on its server process's job thread once
         # it is answered (False: inside the request, as the tests do).
         "JOBS_IN_BACKGROUND": True,
         "PUBLIC_BASE_URL": public_base_url,
+        # Where confirmations wait while the database is unreachable (payments/journal.py).
+        "JOURNAL_DIR": env.get("MAREJESHO_JOURNAL_DIR") or str(INSTANCE_DIR / "journal"),
         "MAREJESHO_ENCRYPTION_KEYS": env.get("MAREJESHO_ENCRYPTION_KEYS", ""),
         # Proxies in front of the app that append X-Forwarded-For; 0 trusts none.
         "PROXY_HOPS": int(env.get("MAREJESHO_PROXY_HOPS", "0")),

@@ -20,7 +20,7 @@ from lenders.database import Prepared
 from lenders.extensions import csrf, db
 from lenders.jobs import wake
 from lenders.web import public
-from payments import intake
+from payments import intake, journal
 from payments.models import CallbackLog, Shortcode
 
 bp = Blueprint("c2b", __name__, url_prefix="/payments/c2b")
@@ -141,26 +141,42 @@ def _shortcode_changed(*_args) -> None:
     _changes[0] += 1
 
 
-def find_shortcode(token: str):
+def find_shortcode(token: str, *, fresh: bool = False):
     """The shortcode whose callback token this is (compared in constant time): a plain row
     of what a callback needs, not the model, whose encrypted credentials would be
     decrypted on every callback. Only real shortcodes are remembered (a few), never a
-    wrong token."""
+    wrong token. While the database is unreachable, the last known row answers (from this
+    process, or from the journal for a process started during the outage)."""
     if not _TOKEN.fullmatch(token or ""):  # before any query: no NUL reaches the driver
         return None
     known = current_app.extensions.setdefault("marejesho.shortcodes", {})
     now = time.monotonic()
     remembered = known.get(token)
-    if remembered and remembered[0] == _changes[0] and now - remembered[1] < SHORTCODE_TTL:
+    if (
+        not fresh
+        and remembered
+        and remembered[0] == _changes[0]
+        and now - remembered[1] < SHORTCODE_TTL
+    ):
         return remembered[2]
-    with db.engine.connect() as connection:
-        cursor = _SHORTCODE_BY_TOKEN.run(connection, {"token": token})
-        row = cursor.fetchone()
-        cursor.close()
+    try:
+        with db.engine.connect() as connection:
+            cursor = _SHORTCODE_BY_TOKEN.run(connection, {"token": token})
+            row = cursor.fetchone()
+            cursor.close()
+    except Exception as exc:
+        if not journal.database_unreachable(exc, db.engine.dialect):
+            raise
+        last = remembered[2] if remembered else journal.remembered_shortcode(token)
+        if last is None:
+            raise
+        return last
     shortcode = CallbackShortcode(*row) if row else None
     if shortcode is None or not hmac.compare_digest(shortcode.callback_token, token):
         known.pop(token, None)
         return None
+    if not remembered or remembered[2] != shortcode:
+        journal.remember_shortcode(shortcode)
     known[token] = (_changes[0], now, shortcode)
     return shortcode
 
@@ -208,9 +224,18 @@ def confirmation(token: str):
         return refusal
     environ = request.environ
     headers = {k: environ[key][:200] for k, key in KEPT_HEADERS.items() if key in environ}
-    stored = intake.store_confirmation(
-        db.engine, shortcode, read_body(), source_ip=request.remote_addr, headers=headers
-    )
+    body = read_body()
+    try:
+        stored = intake.store_confirmation(
+            db.engine, shortcode, body, source_ip=request.remote_addr, headers=headers
+        )
+    except Exception as exc:
+        if not journal.database_unreachable(exc, db.engine.dialect):
+            raise
+        # On this host's disk before Safaricom hears "Accepted"; replayed once the
+        # database answers. If the journal cannot take it either, the answer is 503.
+        journal.keep(shortcode, body, source_ip=request.remote_addr, headers=headers)
+        return current_app.response_class(_ACKNOWLEDGED_JSON, mimetype="application/json")
     if stored.needs_processing:
         wake("payments")  # a hint: the workers also poll for payments in received
     return current_app.response_class(_ACKNOWLEDGED_JSON, mimetype="application/json")

@@ -83,6 +83,21 @@ def sweep() -> None:
         click.echo(f"sent {messages} queued message(s)")
 
 
+@group.command("replay-journal")
+@click.argument("path", required=False, type=click.Path(exists=True, dir_okay=False))
+@with_appcontext
+def replay_journal_command(path: str | None) -> None:
+    """Store the confirmations journalled during a database outage (this host's journal, or
+    FILE: a journal copied from another host). The server processes do this on their own
+    every few seconds; this is for a journal whose host is gone."""
+    from pathlib import Path
+
+    from payments.journal import replay, waiting
+
+    count = replay(Path(path) if path else None)
+    click.echo(f"replayed {count} confirmation(s); {waiting() if not path else 0} still waiting")
+
+
 @group.command("export-transactions")
 @click.argument("path", type=click.Path(dir_okay=False, writable=True))
 @with_appcontext

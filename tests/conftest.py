@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import tempfile
 from datetime import date
 from decimal import Decimal
 from itertools import count
@@ -50,6 +51,7 @@ def test_config(url: str) -> dict:
         "SECRET_KEY": "test-secret-key",
         "RATELIMIT_STORAGE_URI": "memory://",
         "PUBLIC_BASE_URL": "http://localhost",
+        "JOURNAL_DIR": tempfile.mkdtemp(prefix="marejesho-journal-"),
         # Jobs run inside the request, so a test sees a payment posted when its
         # callback returns; tests/payments/test_background_jobs.py covers the thread.
         "JOBS_IN_BACKGROUND": False,
