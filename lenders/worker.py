@@ -231,9 +231,7 @@ class RedisWakeups:
                 self.scheduler.release_locks()
 
 
-def run_rq(
-    app: Flask, url: str, stop: threading.Event | None, *, burst: bool = False
-) -> None:
+def run_rq(app: Flask, url: str, stop: threading.Event | None, *, burst: bool = False) -> None:
     """RQ's worker for one-off jobs, started again whenever Redis drops, until SIGTERM
     (``burst``: the jobs queued now, once)."""
     from redis.exceptions import RedisError
@@ -267,22 +265,50 @@ cli = click.Group("jobs", help="The job runner: workers, drains and periodic job
 @cli.command("worker")
 @click.option("--burst", is_flag=True, help="Do all the work there is now, then exit.")
 @click.option("--poll", default=POLL_SECONDS, show_default=True, help="Seconds between polls.")
+@click.option(
+    "--processes",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Worker processes, kept alive by this one (a killed one is started again).",
+)
 @with_appcontext
-def worker_command(burst: bool, poll: float) -> None:
-    """Run jobs: payments to post, receipts to send, periodic and one-off jobs. Run two or
-    more; they share the work. Survives Redis and database outages; stop with SIGTERM."""
+def worker_command(burst: bool, poll: float, processes: int) -> None:
+    """Run jobs: payments to post, receipts to send, periodic and one-off jobs. Several
+    workers share the work. Survives Redis and database outages; stop with SIGTERM."""
     app = current_app._get_current_object()
+    if burst:
+        work_once(app)
+        return
+    url = app.config.get("REDIS_URL")
+    click.echo(
+        f"jobs worker: {processes} process(es); drains {', '.join(runner.drains) or '-'}; "
+        f"{len(runner.periodic)} periodic job(s); {'RQ queue ' + QUEUE if url else 'no Redis'}"
+    )
+    if processes == 1:
+        work(app, poll)
+        return
+    from lenders.supervisor import supervise
+
+    supervise(app, processes, lambda: work(app, poll))
+
+
+def work_once(app: Flask) -> None:
+    """All the work there is now: the drains, the periodic jobs due, RQ's queued jobs."""
+    loop = Loop(app)
+    loop.tick()
+    url = app.config.get("REDIS_URL")
+    if url:
+        run_rq(app, url, threading.Event(), burst=True)
+        loop.tick()
+
+
+def work(app: Flask, poll: float = POLL_SECONDS) -> None:
+    """One worker process until SIGTERM: RQ in the main thread (with Redis), the drains and
+    periodic jobs in a thread beside it (or in the main thread without Redis)."""
     url = app.config.get("REDIS_URL")
     loop = Loop(app, poll=poll)
-    if burst:
-        loop.tick()
-        if url:
-            run_rq(app, url, threading.Event(), burst=True)
-            loop.tick()
-        return
     stop = threading.Event()
-    click.echo(f"worker {os.getpid()}: drains {', '.join(runner.drains) or '-'}; "
-               f"periodic {len(runner.periodic)}; {'RQ on ' + QUEUE if url else 'no Redis'}")
     if not url:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())

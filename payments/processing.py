@@ -98,9 +98,7 @@ def decide_current(session: Session, payment: C2BPayment) -> Decision:
     decision = match_payment(facts)
     if not decision.matched or session.get_bind().dialect.name == "sqlite":
         return decision
-    if _lock_balances(session, decision.borrower_id) == _balances_seen(
-        facts, decision.borrower_id
-    ):
+    if _lock_balances(session, decision.borrower_id) == _balances_seen(facts, decision.borrower_id):
         return decision
     log.info("payment %s: balances changed while deciding; deciding again", payment.trans_id)
     return decide(session, payment)

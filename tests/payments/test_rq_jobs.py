@@ -163,9 +163,7 @@ def test_one_off_jobs_run_in_the_worker_app_and_failures_come_back_as_retries(
 
 def test_without_redis_a_one_off_job_runs_at_once_outside_a_request(app, monkeypatch):
     ran = []
-    monkeypatch.setattr(
-        "tests.payments.one_off_jobs.record_run", lambda marker: ran.append(marker)
-    )
+    monkeypatch.setattr("tests.payments.one_off_jobs.record_run", lambda marker: ran.append(marker))
     from tests.payments import one_off_jobs
 
     enqueue(one_off_jobs.record_run, "now")
