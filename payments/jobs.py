@@ -13,7 +13,7 @@ from lenders.book import activate_disbursed_loans
 from lenders.extensions import db
 from lenders.jobs import runner
 from lenders.web import nairobi_today
-from payments.processing import claim_received_payments, post_claimed_payment
+from payments.processing import after_failure, claim_received_payments, post_claimed_payment
 from payments.sms import (
     claim_messages,
     give_up_interrupted,
@@ -23,18 +23,24 @@ from payments.sms import (
 from payments.sms_providers import provider_for
 
 PAYMENTS_BATCH = 100
-MESSAGES_BATCH = 50
+MESSAGES_BATCH = 10
 
 
 @runner.drain("payments", batch=PAYMENTS_BATCH)
 def post_received_payments(limit: int) -> int:
-    """Claim up to ``limit`` payments waiting in ``received`` and match and post each, each in
-    a savepoint of one transaction (its receipt and notices written beside it). Returns how
-    many were claimed."""
+    """Claim up to ``limit`` payments waiting in ``received``, then match and post each in a
+    transaction of its own, its receipt and notices written in the same transaction.
+    Returns how many were claimed."""
     ids = claim_received_payments(db.session, limit)
-    for payment_id in ids:
-        post_claimed_payment(db.session, payment_id)
     db.session.commit()
+    for payment_id in ids:
+        try:
+            post_claimed_payment(db.session, payment_id)
+            db.session.commit()
+        except Exception as exc:  # noqa: BLE001 - retried or parked, never lost
+            db.session.rollback()
+            after_failure(db.session, payment_id, exc)
+            db.session.commit()
     return len(ids)
 
 

@@ -172,6 +172,9 @@ def replay(path: Path | None = None, batch: int = 200) -> int:
     if not path.exists():
         return 0
     connection = _connect(path)
+    if not connection.execute("SELECT 1 FROM confirmation LIMIT 1").fetchone():
+        return 0
+    log.info("replaying the journal's confirmations into the database")
     done = 0
     while True:
         connection.execute("BEGIN IMMEDIATE")

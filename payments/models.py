@@ -151,6 +151,8 @@ class C2BPayment(db.Model):
     last_name: Mapped[str] = mapped_column(String(80), default="")
 
     status: Mapped[str] = mapped_column(String(12), default="received")
+    # A worker's lease on a payment waiting in received (payments.processing).
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     rule: Mapped[str | None] = mapped_column(String(16))
     reason: Mapped[str | None] = mapped_column(Text)
     borrower_id: Mapped[int | None] = mapped_column(ForeignKey("borrower.id"))

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from lenders.book import post_repayment, record_audit
@@ -22,16 +22,22 @@ log = logging.getLogger("marejesho.jobs")
 
 
 def claim_payment(
-    session: Session, payment_id: int, statuses: tuple[str, ...] = PROCESSABLE
+    session: Session,
+    payment_id: int,
+    statuses: tuple[str, ...] = PROCESSABLE,
+    *,
+    count_attempt: bool = True,
 ) -> C2BPayment | None:
     """The payment, if it is in one of ``statuses``, claimed for this transaction: the
-    claim is a write (``attempts + 1``), so a second claimant waits for the first to
-    commit and then finds the status changed. A SELECT ... FOR UPDATE alone would not do
-    on SQLite, which ignores it. Returns None when there is nothing to claim."""
+    claim is a write (``attempts + 1``, or the drain's lease cleared when the drain has
+    counted the attempt already), so a second claimant waits for the first to commit and
+    then finds the status changed. A SELECT ... FOR UPDATE alone would not do on SQLite,
+    which ignores it. Returns None when there is nothing to claim."""
+    values = {"attempts": C2BPayment.attempts + 1} if count_attempt else {"claimed_until": None}
     claimed = session.execute(
         update(C2BPayment)
         .where(C2BPayment.id == payment_id, C2BPayment.status.in_(statuses))
-        .values(attempts=C2BPayment.attempts + 1)
+        .values(**values)
         .execution_options(synchronize_session=False)
     ).rowcount
     if not claimed:
@@ -162,15 +168,25 @@ def process_payment(session: Session, payment_id: int) -> str | None:
     return payment.status
 
 
+CLAIM_LEASE = timedelta(seconds=30)  # another worker may take a claimed payment after this
+
+
 def claim_received_payments(session: Session, limit: int) -> list[int]:
-    """Claim up to ``limit`` payments waiting in ``received``, oldest first, for this
-    transaction: PostgreSQL skips rows another worker holds (FOR NO KEY UPDATE SKIP LOCKED:
-    not FOR UPDATE, which would also skip a payment whose callback_log row is being
-    written, as the foreign key check holds a KEY SHARE lock on it); on SQLite the UPDATE
-    takes the database's write lock, so claims follow one another."""
+    """Take up to ``limit`` payments waiting in ``received``, oldest first, for this worker:
+    each gets a lease (``claimed_until``) so that other workers pass it by, and its attempt
+    is counted. The caller commits; each payment is then posted in a transaction of its own
+    (a batch in one transaction would hold one borrower's loan locks while waiting for
+    another's: workers deadlock). A worker that dies leaves its leases to run out.
+    PostgreSQL skips rows another claim holds (FOR NO KEY UPDATE SKIP LOCKED: not FOR
+    UPDATE, which would also skip a payment whose callback_log row is being written, as the
+    foreign key check holds a KEY SHARE lock on it); on SQLite claims follow one another."""
+    now = datetime.now(UTC)
     waiting = (
         select(C2BPayment.id)
-        .where(C2BPayment.status == "received")
+        .where(
+            C2BPayment.status == "received",
+            or_(C2BPayment.claimed_until.is_(None), C2BPayment.claimed_until < now),
+        )
         .order_by(C2BPayment.id)
         .limit(limit)
         .with_for_update(skip_locked=True, key_share=True)
@@ -178,32 +194,40 @@ def claim_received_payments(session: Session, limit: int) -> list[int]:
     claimed = session.execute(
         update(C2BPayment)
         .where(C2BPayment.id.in_(waiting.scalar_subquery()))
-        .values(attempts=C2BPayment.attempts + 1)
+        .values(attempts=C2BPayment.attempts + 1, claimed_until=now + CLAIM_LEASE)
         .returning(C2BPayment.id)
         .execution_options(synchronize_session=False)
     ).scalars()
     return sorted(claimed)
 
 
-def post_claimed_payment(session: Session, payment_id: int) -> str:
-    """Match and post a payment this transaction claimed, inside a savepoint, so that one
-    payment's failure leaves the rest of the batch alone. A transient error (a deadlock, a
-    lock timeout) leaves it in ``received`` for the next pass, up to MAX_ATTEMPTS; any other
-    error parks it as ``failed`` with the error, for an officer. Returns the status."""
-    payment = session.get(C2BPayment, payment_id)
-    try:
-        with session.begin_nested():
-            apply_decision(session, payment, decide_current(session, payment))
-        return payment.status
-    except Exception as exc:  # noqa: BLE001 - every failure is recorded or retried
-        if is_transient(exc) and not session.is_active:
-            raise  # the connection or the transaction is gone: the whole batch goes again
-        if is_transient(exc) and payment.attempts < MAX_ATTEMPTS:
-            log.warning("payment %s: transient error, tried again later: %s", payment_id, exc)
-            return "received"
-        log.exception("payment %s failed", payment_id)
+def post_claimed_payment(session: Session, payment_id: int) -> str | None:
+    """Match and post one payment the drain claimed, in the caller's transaction (the
+    caller commits, or rolls back and calls ``after_failure``). None when another worker
+    got to it first."""
+    payment = claim_payment(session, payment_id, ("received",), count_attempt=False)
+    if payment is None:
+        return None
+    apply_decision(session, payment, decide_current(session, payment))
+    return payment.status
+
+
+def after_failure(session: Session, payment_id: int, exc: Exception) -> str:
+    """After a payment's transaction failed and was rolled back: a transient error (a
+    deadlock, a lock timeout) leaves it in ``received`` for the next pass once its lease
+    runs out, up to MAX_ATTEMPTS; anything else parks it as ``failed`` with the error, for
+    an officer. The caller commits. Raises again when the database itself is gone."""
+    if getattr(exc, "connection_invalidated", False):
+        raise exc
+    attempts = session.scalar(select(C2BPayment.attempts).where(C2BPayment.id == payment_id))
+    if is_transient(exc) and (attempts or 0) < MAX_ATTEMPTS:
+        log.warning("payment %s: transient error, tried again later: %s", payment_id, exc)
+        return "received"
+    log.error("payment %s failed", payment_id, exc_info=exc)
+    payment = claim_payment(session, payment_id, ("received",), count_attempt=False)
+    if payment is not None:
         park_failed(session, payment, f"{type(exc).__name__}: {exc}")
-        return "failed"
+    return "failed"
 
 
 def mark_failed(session: Session, payment_id: int, error: str) -> None:

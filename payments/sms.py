@@ -200,7 +200,10 @@ def queue_messages_for(session: Session, payment: C2BPayment) -> None:
     wake_on_commit(session, "messages")
 
 
-CLAIM_LEASE = timedelta(minutes=5)  # a claimed message another worker may take after this
+# A claimed message another worker may take after this: a worker killed after claiming a
+# batch delays its messages by this much. Taking one too early sends nothing twice: a
+# message is marked sending only from queued.
+CLAIM_LEASE = timedelta(seconds=30)
 
 
 def claim_messages(session: Session, limit: int, now: datetime | None = None) -> list[int]:

@@ -37,23 +37,28 @@ def die(point: str) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def root(session: Session) -> bool:
-    """True when the transaction that commits is the session's own, not a savepoint."""
-    return not session.in_nested_transaction()
+_commits = [0]
+
+
+def posting(session: Session) -> bool:
+    """True at the posting's commit: the drain's second (the first commits its claim), and
+    the session's own transaction, not a savepoint."""
+    if session.in_nested_transaction():
+        return False
+    _commits[0] += 1
+    return _commits[0] == 2
 
 
 def arm(point: str) -> None:
     """Wrap the step named ``point`` so that the process dies there."""
-    if point == "after_claim":  # the payment is claimed (attempts + 1, uncommitted)
-        real_claim = payments.jobs.claim_received_payments
+    if point == "after_claim":  # the claim is committed (attempts + 1, a lease), no posting
+        real_post = payments.jobs.post_claimed_payment
 
-        def claim_then_die(session, limit):
-            claimed = real_claim(session, limit)
-            session.flush()
+        def die_before_posting(session, payment_id):
             die(point)
-            return claimed
+            return real_post(session, payment_id)
 
-        payments.jobs.claim_received_payments = claim_then_die
+        payments.jobs.post_claimed_payment = die_before_posting
     elif point == "mid_post":  # installments and loan.paid changed and flushed, no audit yet
         real_audit = lenders.book.record_audit
 
@@ -74,10 +79,10 @@ def arm(point: str) -> None:
             return repayment
 
         payments.processing.post_repayment = post_then_die
-    elif point == "before_commit":  # all the work done in the transaction; COMMIT never sent
-        event.listen(Session, "before_commit", lambda session: root(session) and die(point))
-    elif point == "after_commit":  # committed; the job dies before it can report success
-        event.listen(Session, "after_commit", lambda session: root(session) and die(point))
+    elif point == "before_commit":  # the posting done in its transaction; COMMIT never sent
+        event.listen(Session, "before_commit", lambda session: posting(session) and die(point))
+    elif point == "after_commit":  # the posting committed; the worker dies before going on
+        event.listen(Session, "after_commit", lambda session: posting(session) and die(point))
     else:
         raise SystemExit(f"unknown kill point {point!r}; one of {', '.join(KILL_POINTS)}")
 

@@ -18,13 +18,13 @@ import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 import requests
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from werkzeug.serving import make_server
 
@@ -343,18 +343,27 @@ def test_worker_killed_between_claim_and_commit_posts_exactly_once(
     if kill_point == "after_commit":  # the posting was committed before the worker died
         assert payment.status == "posted"
         assert fresh(Loan, loan_id).paid == opening_paid + D("1234.50")
-    else:  # the dead worker's transaction left nothing behind
-        assert (payment.status, payment.attempts, payment.processed_at) == ("received", 0, None)
+    else:  # the dead worker's posting left nothing behind but its claim
+        assert (payment.status, payment.attempts, payment.processed_at) == ("received", 1, None)
+        assert payment.claimed_until > datetime.now(UTC)  # other workers wait for its lease
         assert repayments_for(body["TransID"]) == []
         assert fresh(Loan, loan_id).paid == opening_paid
         assert installments_paid(loan_id) == opening_paid
+        assert drain("payments") == 0  # the lease still holds
 
-    # The next worker's pass finishes the work; another pass does nothing.
+    # Once the dead worker's lease runs out, the next pass finishes; another does nothing.
+    db.session.execute(
+        update(C2BPayment)
+        .where(C2BPayment.id == stored.payment_id)
+        .values(claimed_until=datetime.now(UTC) - timedelta(seconds=1))
+    )
+    db.session.commit()
     assert drain("payments") == (0 if kill_point == "after_commit" else 1)
     assert drain("payments") == 0
 
     payment = fresh(C2BPayment, stored.payment_id)
-    assert payment.status == "posted" and payment.attempts == 1
+    assert payment.status == "posted"
+    assert payment.attempts == (1 if kill_point == "after_commit" else 2)
     [repayment] = repayments_for(body["TransID"])
     assert repayment.amount == D("1234.50") and repayment.loan_id == loan_id
     assert [r.id for r in payment.repayments] == [repayment.id]
