@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from flask import Blueprint, abort, flash, request, url_for
 from flask_login import current_user
 from flask_wtf import FlaskForm
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from wtforms import PasswordField, SelectField, StringField, TextAreaField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import Length, Optional, Regexp
@@ -19,7 +19,7 @@ from wtforms.validators import Length, Optional, Regexp
 from lenders.extensions import csrf, db
 from lenders.web import hx_redirect, public, render_fragment, render_page, roles
 from payments import sms
-from payments.models import OfficerNotice, SmsMessage, SmsSettings, SmsTemplate
+from payments.models import C2BPayment, OfficerNotice, SmsMessage, SmsSettings, SmsTemplate
 from payments.views import ActionForm, bp
 
 reports_bp = Blueprint("sms", __name__, url_prefix="/payments/sms")
@@ -175,11 +175,21 @@ def sms_list(kind: str, item_id: int):
         abort(404)
     if kind == "borrower" and get_borrower(db.session, current_user, item_id) is None:
         abort(404)
-    column = SmsMessage.payment_id if kind == "payment" else SmsMessage.borrower_id
-    messages = db.session.scalars(
-        select(SmsMessage).where(column == item_id).order_by(SmsMessage.id.desc())
-    ).all()
+    messages = messages_for(current_user, kind, item_id)
     return render_fragment("payments/sms.html", "messages", messages=messages)
+
+
+def messages_for(viewer, kind: str, item_id: int) -> list[SmsMessage]:
+    """A payment's or a borrower's messages, newest first. A borrower with loans in two
+    portfolios gets receipts for both: an officer sees those of payments in theirs."""
+    from payments.reports import visible_payments
+
+    column = SmsMessage.payment_id if kind == "payment" else SmsMessage.borrower_id
+    query = select(SmsMessage).where(column == item_id)
+    if not viewer.is_admin:
+        mine = visible_payments(viewer).with_only_columns(C2BPayment.id)
+        query = query.where(or_(SmsMessage.payment_id.is_(None), SmsMessage.payment_id.in_(mine)))
+    return list(db.session.scalars(query.order_by(SmsMessage.id.desc())))
 
 
 @bp.get("/notices/")
