@@ -14,7 +14,8 @@ from wtforms.validators import DataRequired, Length, Regexp
 from lenders import queries
 from lenders.book import record_audit
 from lenders.extensions import db
-from lenders.importer import EMAIL, import_loans, utf8_lines
+from lenders.importer import import_loans
+from lenders.loanbook import EMAIL, utf8_lines
 from lenders.models import StaffUser
 from lenders.web import hx_redirect, nairobi_today, render_page, roles
 

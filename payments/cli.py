@@ -10,8 +10,8 @@ from flask import current_app
 from flask.cli import with_appcontext
 from sqlalchemy import select
 
+from lenders.csvfile import write_csv
 from lenders.extensions import db
-from lenders.importer import write_csv
 from payments.exports import shortcode_json, transaction_rows
 from payments.jobs import sweep_queued_messages, sweep_received_payments
 from payments.models import Shortcode

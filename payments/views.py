@@ -3,8 +3,6 @@ the actions officers take on payments. Views parse, call a service, render."""
 
 from __future__ import annotations
 
-import csv
-import io
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 
@@ -15,6 +13,7 @@ from sqlalchemy import select
 from wtforms import HiddenField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length, Optional
 
+from lenders.csvfile import csv_lines
 from lenders.extensions import db
 from lenders.models import Loan
 from lenders.references import reference_key
@@ -138,18 +137,9 @@ def export_transactions():
     """The filtered set as CSV, the same columns as ``flask payments export-transactions``."""
     query = reports.filtered_query(current_user, _filters())
 
-    def generate():
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        for row in transaction_rows(db.session, query):
-            writer.writerow(row)
-            yield buffer.getvalue()
-            buffer.seek(0)
-            buffer.truncate()
-
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M")
     return Response(
-        stream_with_context(generate()),
+        stream_with_context(csv_lines(transaction_rows(db.session, query))),
         mimetype="text/csv",
         headers={"Content-Disposition": f'attachment; filename="transactions-{stamp}.csv"'},
     )

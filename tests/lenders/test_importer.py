@@ -17,8 +17,10 @@ import pytest
 from sqlalchemy import func, select
 
 from lenders.book import post_repayment, write_off_loan
+from lenders.csvfile import write_csv
+from lenders.exports import export_loans
 from lenders.extensions import db
-from lenders.importer import export_loans, import_loans, write_csv
+from lenders.importer import import_loans
 from lenders.models import (
     Borrower,
     BorrowerPhone,
