@@ -129,11 +129,11 @@ def demo_traffic(every: float, count: int | None, seed: int | None) -> None:
 @group.command("rotate-keys")
 @with_appcontext
 def rotate_keys() -> None:
-    """Re-encrypt every stored credential under the first MAREJESHO_ENCRYPTION_KEYS key.
-    Then the old keys can be removed from the list."""
-    from payments.credentials import rotate_credentials
+    """Re-encrypt every stored secret (every encrypted column of every model) under the
+    first MAREJESHO_ENCRYPTION_KEYS key. Then the old keys can be removed from the list."""
+    from lenders.vault import rotate_keys as rotate
 
-    count = rotate_credentials(db.session)
+    count = rotate(db.session, db.metadata)
     db.session.commit()
     click.echo(f"re-encrypted {count} secret(s) under the first key")
 
