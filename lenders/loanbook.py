@@ -15,6 +15,8 @@ from decimal import Decimal
 from lenders.models import ZERO
 from lenders.money import InvalidAmount, parse_amount
 from lenders.phones import InvalidPhone, canonical_phone
+from lenders.schedule import last_due_date
+from lenders.text import hidden_characters
 
 REQUIRED_COLUMNS = (
     "loan_number",
@@ -76,6 +78,10 @@ class _Line:
             self.error(f"{column} is empty")
         elif len(value) > max_length:
             self.error(f"{column} is longer than {max_length} characters")
+        elif hidden := hidden_characters(value):
+            # NUL (which PostgreSQL refuses), and what would reorder or hide a name on
+            # screen: the file is fixed, not the value guessed at.
+            self.error(f"{column} holds a hidden character ({', '.join(hidden[:3])}): retype it")
         return value
 
     def amount(self, column: str, *, required: bool = True) -> Decimal:
@@ -88,7 +94,9 @@ class _Line:
             return parse_amount(value)
         except InvalidAmount as exc:
             reason = "negative amount" if "negative" in str(exc) else "bad amount"
-            self.error(f"{reason} in {column}: {value!r}")
+            if "too large" in str(exc):
+                reason = "amount too large"
+            self.error(f"{reason} in {column}: {value[:20]!r}")
             return ZERO
 
 
@@ -213,7 +221,7 @@ def _parse_row(line: _Line, phone_cache: dict[str, str]) -> LoanRow | None:
     raw_count = line.text("installments", max_length=10)
     count = 0
     if raw_count:
-        if raw_count.isdigit() and 1 <= int(raw_count) <= MAX_INSTALLMENTS:
+        if raw_count.isascii() and raw_count.isdigit() and 1 <= int(raw_count) <= MAX_INSTALLMENTS:
             count = int(raw_count)
         else:
             line.error(
@@ -222,6 +230,11 @@ def _parse_row(line: _Line, phone_cache: dict[str, str]) -> LoanRow | None:
     frequency = line.text("frequency", max_length=20).lower()
     if frequency and frequency not in ("weekly", "monthly"):
         line.error(f"unknown frequency {frequency!r}: use weekly or monthly")
+    if disbursed_on and count and frequency in ("weekly", "monthly"):
+        try:
+            last_due_date(disbursed_on, count, frequency)
+        except (OverflowError, ValueError):
+            line.error(f"{count} {frequency} installments from {raw_date} end after the year 9999")
     officer_email = line.text("officer_email", required=False, max_length=254).lower() or None
     if officer_email and not EMAIL.match(officer_email):
         line.error(f"bad officer_email {officer_email!r}")

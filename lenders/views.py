@@ -17,7 +17,7 @@ from lenders.extensions import db
 from lenders.importer import import_loans
 from lenders.loanbook import EMAIL, utf8_lines
 from lenders.models import StaffUser
-from lenders.web import hx_redirect, nairobi_today, render_page, roles
+from lenders.web import hx_redirect, nairobi_today, parse_id, render_page, roles
 
 bp = Blueprint("lenders", __name__, url_prefix="/lenders")
 
@@ -34,7 +34,7 @@ def borrowers():
     """Borrowers the viewer may see, searched by name, ID, loan number or phone in any
     form; keyset pages via ``after``. HTMX asks for the rows block only."""
     q = request.args.get("q", "")[:100]
-    after = request.args.get("after", type=int)
+    after = parse_id(request.args.get("after"))
     page, next_after = queries.find_borrowers(db.session, current_user, q, after)
     block = "rows" if request.headers.get("HX-Target") == "more-row" else "results"
     return render_page(

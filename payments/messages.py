@@ -61,7 +61,15 @@ class TemplateForm(FlaskForm):
     body = TextAreaField(validators=[Length(min=1, max=600)])
 
 
+def shown_settings() -> SmsSettings:
+    """The saved provider settings, or the defaults a first visit shows: a GET writes
+    nothing (the row and its delivery-report token are made when an admin saves)."""
+    saved = db.session.get(SmsSettings, 1)
+    return saved or SmsSettings(id=1, provider="console", quiet_start=21, quiet_end=7)
+
+
 def settings_row() -> SmsSettings:
+    """The row to save into, made on the first save."""
     row = db.session.get(SmsSettings, 1)
     if row is None:
         row = SmsSettings(id=1)
@@ -87,8 +95,7 @@ def _templates():
 @roles("admin")
 def sms_settings():
     """The SMS provider, the receipt templates with a live preview, and recent messages."""
-    row = settings_row()
-    db.session.commit()
+    row = shown_settings()
     form = ProviderForm(obj=row, formdata=None)
     form.api_key.data = ""
     form.quiet_start.data, form.quiet_end.data = str(row.quiet_start), str(row.quiet_end)

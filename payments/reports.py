@@ -17,6 +17,7 @@ from lenders.database import bind_converter, result_converter
 from lenders.models import Borrower, BorrowerPhone, Installment, Loan, Repayment, StaffUser
 from lenders.phones import InvalidPhone, canonical_phone, phone_sha256
 from lenders.references import reference_key
+from lenders.text import like_escaped
 from payments.models import C2BPayment, CallbackLog, Shortcode, payment_repayment
 
 NAIROBI = ZoneInfo("Africa/Nairobi")
@@ -485,7 +486,8 @@ def suggestions_for(session: Session, viewer: StaffUser, payment: C2BPayment) ->
                 )
     # 4. borrowers with the payer's first name
     if payment.first_name and len(found) < 8:
-        people = select(Borrower).where(Borrower.name.ilike(f"{payment.first_name}%"))
+        like = like_escaped(payment.first_name) + "%"
+        people = select(Borrower).where(Borrower.name.ilike(like, escape="\\"))
         if not viewer.is_admin:
             people = people.where(
                 exists().where(Loan.borrower_id == Borrower.id, Loan.officer_id == viewer.id)
