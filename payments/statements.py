@@ -235,7 +235,7 @@ def import_statement(session: Session, path: Path, shortcode: Shortcode) -> Stat
             summary.gaps_filled += 1
             summary.new_payment_ids.append(stored.payment_id)
         elif stored.outcome == "quarantined":
-            summary.errors.append(f"line {number}: not a payment we can store ({receipt})")
+            summary.errors.append(f"line {number}: not a payment we can store ({receipt[:40]!r})")
         else:
             summary.already_recorded += 1
     return summary
