@@ -140,7 +140,13 @@ def move_payment(
     session: Session, payment: C2BPayment, loan: Loan, *, actor: StaffUser, why: str
 ) -> C2BPayment:
     """Reverse every live posting of ``payment`` and post it to ``loan`` (spilling as
-    matching would), in the caller's one transaction."""
+    matching would), in the caller's one transaction. An officer moves only money that
+    sits in their portfolio, to loans in it."""
+    live = [r for r in payment.repayments if not r.reversed]
+    if not actor.is_admin and any(r.loan.officer_id != actor.id for r in live):
+        raise BackofficeError(
+            "part of this payment sits on a loan outside your portfolio: an admin must move it"
+        )
     facts, chosen = _loan_facts(session, loan)
     plan = spill_plan(chosen, facts, payment.amount)
     refuse_outside_portfolio(session, actor, plan)

@@ -178,6 +178,26 @@ def test_an_officer_cannot_reassign_so_that_money_spills_into_another_portfolio(
     assert (paid(here), paid(target), paid(theirs)) == (D("800.00"), D("0.00"), D("0.00"))
 
 
+def test_an_officer_cannot_move_money_off_another_officers_loan(
+    client, auth, make_staff, make_loan, make_borrower, confirm
+):
+    officer_a = auth.login("officer")
+    jane = make_borrower("Jane Split", phones=())
+    mine = loan_of(make_loan, jane, officer_a, "LOAN-000581", principal="500.00")
+    theirs = loan_of(make_loan, jane, make_staff("officer"), "LOAN-000582")
+    other = loan_of(make_loan, make_borrower("Ann Other", phones=()), officer_a, "LOAN-000583")
+    # the matcher spilled the overpayment to the colleague's loan of the same borrower
+    confirm(c2b_body(TransID="TK6SPLIT01", BillRefNumber=mine.number, TransAmount="800"))
+    payment = payment_by("TK6SPLIT01")
+    assert (paid(mine), paid(theirs)) == (D("500.00"), D("300.00"))
+    assert client.get(f"/payments/{payment.id}").status_code == 200  # partly A's: A sees it
+
+    response = act(client, payment, "reassign", loan_number=other.number, reason="Ann's")
+    assert response.status_code == 422
+    assert "outside your portfolio" in response.get_data(as_text=True)
+    assert (paid(mine), paid(theirs), paid(other)) == (D("500.00"), D("300.00"), D("0.00"))
+
+
 def add_phone(borrower: Borrower, number: str) -> None:
     borrower.phones.append(
         BorrowerPhone(number=number, sha256=phone_sha256(number), masked_key=masked_key(number))
