@@ -17,6 +17,7 @@ from lenders.extensions import db
 from lenders.importer import import_loans
 from lenders.loanbook import EMAIL, utf8_lines
 from lenders.models import StaffUser
+from lenders.text import plain_text
 from lenders.web import hx_redirect, nairobi_today, parse_id, render_page, roles
 
 bp = Blueprint("lenders", __name__, url_prefix="/lenders")
@@ -97,7 +98,7 @@ def import_upload():
         db.session,
         utf8_lines(upload.stream),
         actor=current_user,
-        source_name=upload.filename or "upload",
+        source_name=plain_text(upload.filename or "")[:100] or "upload",
     )
     if not result.ok:
         db.session.rollback()

@@ -105,13 +105,16 @@ class UnreadableInput(BadRequest):
 
 def refuse_unreadable_input() -> None:
     """Before every staff request (callbacks read their own body): a NUL in the path, the
-    query string or a form field is refused with 400, before any view can hand it to the
-    database (PostgreSQL answers a NUL in a string with an error, so a 500)."""
+    query string, a form field or an uploaded file's name is refused with 400, before any
+    view can hand it to the database (PostgreSQL answers a NUL in a string with an error,
+    so a 500)."""
     if request.path.startswith(StaffSessions.callbacks):
         return
     values = [*(request.view_args or {}).values()]
     for part in (request.args, request.form if request.method == "POST" else {}):
         values += [key for key in part] + [v for key in part for v in part.getlist(key)]
+    if request.method == "POST":  # an upload's field and file names are input too
+        values += [*request.files, *(f.filename for f in request.files.values())]
     if any("\x00" in value for value in values if isinstance(value, str)):
         raise UnreadableInput()
 

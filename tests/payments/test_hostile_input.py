@@ -194,3 +194,31 @@ def test_opening_the_sms_page_writes_nothing(client, auth):
     assert page.status_code == 200
     assert db.session.scalar(select(func.count()).select_from(SmsSettings)) == 0
     assert "/payments/sms/None/" not in page.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("filename", ["book\x00.csv", "book\u202egsv.csv", "x" * 300 + ".csv"])
+def test_an_uploaded_files_name_is_input_too(client, auth, filename):
+    import io
+
+    from lenders.models import AuditEvent
+
+    auth.login("admin")
+    book = (
+        "loan_number,borrower_name,national_id,phone,principal,interest,fees,disbursed_on,"
+        "installments,frequency\nLOAN-1,Jane W,2100001,0722000001,1000,0,0,2025-01-15,2,monthly\n"
+    )
+    response = client.post(
+        "/lenders/import",
+        data={
+            "csrf_token": client.csrf_token("/lenders/import"),
+            "file": (io.BytesIO(book.encode()), filename),
+        },
+    )
+    if "\x00" in filename:
+        assert response.status_code == 400
+        return
+    assert response.status_code == 303
+    reason = db.session.scalars(
+        select(AuditEvent.reason).where(AuditEvent.action == "loan.imported")
+    ).one()
+    assert "\u202e" not in reason and len(reason) < 150
