@@ -20,6 +20,7 @@ from lenders.extensions import csrf, db
 from lenders.web import hx_redirect, public, render_fragment, render_page, roles
 from payments import sms
 from payments.models import C2BPayment, OfficerNotice, SmsMessage, SmsSettings, SmsTemplate
+from payments.reports import visible_payments
 from payments.views import ActionForm, bp
 
 reports_bp = Blueprint("sms", __name__, url_prefix="/payments/sms")
@@ -189,8 +190,6 @@ def sms_list(kind: str, item_id: int):
 def messages_for(viewer, kind: str, item_id: int) -> list[SmsMessage]:
     """A payment's or a borrower's messages, newest first. A borrower with loans in two
     portfolios gets receipts for both: an officer sees those of payments in theirs."""
-    from payments.reports import visible_payments
-
     column = SmsMessage.payment_id if kind == "payment" else SmsMessage.borrower_id
     query = select(SmsMessage).where(column == item_id)
     if not viewer.is_admin:

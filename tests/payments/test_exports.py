@@ -14,6 +14,7 @@ from sqlalchemy import select
 
 from lenders.csvfile import cell, csv_lines
 from lenders.extensions import db
+from lenders.loanbook import REQUIRED_COLUMNS
 from payments.models import C2BPayment
 from tests.payments.conftest import c2b_body
 
@@ -117,20 +118,7 @@ def test_the_loans_export_quotes_names_and_numbers_from_an_import(runner, tmp_pa
     book = tmp_path / "book.csv"
     with book.open("w", newline="", encoding="utf-8") as out:
         writer = csv.writer(out)
-        writer.writerow(
-            [
-                "loan_number",
-                "borrower_name",
-                "national_id",
-                "phone",
-                "principal",
-                "interest",
-                "fees",
-                "disbursed_on",
-                "installments",
-                "frequency",
-            ]
-        )
+        writer.writerow(REQUIRED_COLUMNS)
         writer.writerow(
             ["+LOAN-1", '=HYPERLINK("http://x")', "2100001", "0722000001", "1000", "0", "0"]
             + ["2025-01-15", "2", "monthly"]
