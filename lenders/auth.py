@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 from urllib.parse import urlsplit
@@ -77,6 +78,13 @@ def _count_failed_login(response) -> bool:
     return response.status_code != 303
 
 
+def _login_account() -> str:
+    """The account a login attempt names, as the limiter counts it (hashed: no typed text
+    in a storage key)."""
+    email = (request.form.get("email") or "").strip().lower()
+    return "account:" + hashlib.sha256(email.encode()).hexdigest()
+
+
 @bp.get("/login")
 @public
 def login():
@@ -88,7 +96,14 @@ def login():
 
 @bp.post("/login")
 @public
-@limiter.limit(lambda: current_app.config["LOGIN_RATE_LIMIT"], deduct_when=_count_failed_login)
+@limiter.limit(
+    lambda: current_app.config["LOGIN_RATE_LIMIT"],
+    key_func=_login_account,
+    deduct_when=_count_failed_login,
+)
+@limiter.limit(
+    lambda: current_app.config["LOGIN_ADDRESS_RATE_LIMIT"], deduct_when=_count_failed_login
+)
 def login_post():
     """Check the e-mail and password; on success start a fresh session (no fixation)."""
     form = LoginForm()

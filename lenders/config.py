@@ -88,7 +88,10 @@ def config_from_env(environ: Mapping[str, str] | None = None) -> dict:
         "SESSION_ABSOLUTE_HOURS": 12,
         # The token lives as long as the session, which has its own timeouts.
         "WTF_CSRF_TIME_LIMIT": None,
+        # Failed logins: per account (from any address), and per address (over every
+        # account it tries), so guesses at one account do not lock out a colleague's.
         "LOGIN_RATE_LIMIT": "10 per 5 minutes",
+        "LOGIN_ADDRESS_RATE_LIMIT": "30 per 5 minutes",
         "RATELIMIT_STORAGE_URI": env.get("REDIS_URL") or "memory://",
         "RATELIMIT_HEADERS_ENABLED": True,
         "DEBUG": False,

@@ -14,9 +14,11 @@ from wtforms.validators import DataRequired, Length, Regexp
 from lenders import queries
 from lenders.book import record_audit
 from lenders.extensions import db
-from lenders.importer import EMAIL, import_loans, utf8_lines
+from lenders.importer import import_loans
+from lenders.loanbook import EMAIL, utf8_lines
 from lenders.models import StaffUser
-from lenders.web import hx_redirect, nairobi_today, render_page, roles
+from lenders.text import plain_text
+from lenders.web import hx_redirect, nairobi_today, parse_id, render_page, roles
 
 bp = Blueprint("lenders", __name__, url_prefix="/lenders")
 
@@ -33,7 +35,7 @@ def borrowers():
     """Borrowers the viewer may see, searched by name, ID, loan number or phone in any
     form; keyset pages via ``after``. HTMX asks for the rows block only."""
     q = request.args.get("q", "")[:100]
-    after = request.args.get("after", type=int)
+    after = parse_id(request.args.get("after"))
     page, next_after = queries.find_borrowers(db.session, current_user, q, after)
     block = "rows" if request.headers.get("HX-Target") == "more-row" else "results"
     return render_page(
@@ -96,7 +98,7 @@ def import_upload():
         db.session,
         utf8_lines(upload.stream),
         actor=current_user,
-        source_name=upload.filename or "upload",
+        source_name=plain_text(upload.filename or "")[:100] or "upload",
     )
     if not result.ok:
         db.session.rollback()

@@ -42,21 +42,35 @@ KEPT_HEADERS = {
 
 
 class RedactCallbackTokens(logging.Filter):
-    """Access logs show /payments/c2b/***/confirmation (and SMS delivery reports' URL):
-    the tokens are secrets."""
+    """Access and error logs show /payments/c2b/***/confirmation (and the SMS delivery
+    reports' URL): the tokens are secrets, and so is any long hex run (a token, a hashed
+    phone) elsewhere in the line. The record's arguments keep their shape: gunicorn's
+    access log formats a dict of atoms by name, werkzeug's a tuple by position, and a
+    record that can no longer be formatted is printed whole, token and all, while its
+    access line is lost."""
 
-    pattern = re.compile(r"(/payments/(?:c2b|sms)/)[^/\s]+")
+    pattern = re.compile(r"(/payments/(?:c2b|sms)/)[^/\s?\"]+")
+    hex_run = re.compile(r"(?<![0-9A-Fa-f])[0-9A-Fa-f]{32,}(?![0-9A-Fa-f])")
+
+    def redact(self, text: str) -> str:
+        return self.hex_run.sub("***", self.pattern.sub(r"\1***", text))
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.args:
-            record.args = tuple(
-                self.pattern.sub(r"\1***", a) if isinstance(a, str) else a
-                for a in (record.args if isinstance(record.args, tuple) else (record.args,))
-            )
+        args = record.args
+        if isinstance(args, dict):  # in place: gunicorn's atoms answer "-" for what is absent
+            for key, value in args.items():
+                if isinstance(value, str):
+                    args[key] = self.redact(value)
+        elif isinstance(args, tuple):
+            record.args = tuple(self.redact(a) if isinstance(a, str) else a for a in args)
         if isinstance(record.msg, str):
-            record.msg = self.pattern.sub(r"\1***", record.msg)
+            record.msg = self.redact(record.msg)
         return True
 
+
+# Where a request's path is logged: the development server's and gunicorn's access logs,
+# gunicorn's "Error handling request <uri>", and Flask's "Exception on <path>" (app.logger).
+REDACTED_LOGS = ("werkzeug", "gunicorn.access", "gunicorn.error")
 
 # Extensions that serve staff only: rate limits (on the login form), Flask-Login's remember
 # cookie, CSRF. Safaricom's callbacks carry money and are guarded by their token, never a
@@ -92,8 +106,7 @@ def init_app(app) -> None:
     app.register_blueprint(bp)
     spare_callbacks_staff_hooks(app)
     app.register_error_handler(405, _wrong_method)
-    for name in ("werkzeug", "gunicorn.access"):
-        logger = logging.getLogger(name)
+    for logger in (*map(logging.getLogger, REDACTED_LOGS), app.logger):
         if not any(isinstance(f, RedactCallbackTokens) for f in logger.filters):
             logger.addFilter(RedactCallbackTokens())
 

@@ -10,8 +10,8 @@ from flask import current_app
 from flask.cli import with_appcontext
 from sqlalchemy import select
 
+from lenders.csvfile import write_csv
 from lenders.extensions import db
-from lenders.importer import write_csv
 from payments.exports import shortcode_json, transaction_rows
 from payments.models import Shortcode
 
@@ -123,11 +123,11 @@ def load_demo() -> None:
 @group.command("rotate-keys")
 @with_appcontext
 def rotate_keys() -> None:
-    """Re-encrypt every stored credential under the first MAREJESHO_ENCRYPTION_KEYS key.
-    Then the old keys can be removed from the list."""
-    from payments.credentials import rotate_credentials
+    """Re-encrypt every stored secret (every encrypted column of every model) under the
+    first MAREJESHO_ENCRYPTION_KEYS key. Then the old keys can be removed from the list."""
+    from lenders.vault import rotate_keys as rotate
 
-    count = rotate_credentials(db.session)
+    count = rotate(db.session, db.metadata)
     db.session.commit()
     click.echo(f"re-encrypted {count} secret(s) under the first key")
 

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from flask import Blueprint, abort, flash, request, url_for
 from flask_login import current_user
 from flask_wtf import FlaskForm
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from wtforms import PasswordField, SelectField, StringField, TextAreaField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import Length, Optional, Regexp
@@ -19,7 +19,8 @@ from wtforms.validators import Length, Optional, Regexp
 from lenders.extensions import csrf, db
 from lenders.web import hx_redirect, public, render_fragment, render_page, roles
 from payments import sms
-from payments.models import OfficerNotice, SmsMessage, SmsSettings, SmsTemplate
+from payments.models import C2BPayment, OfficerNotice, SmsMessage, SmsSettings, SmsTemplate
+from payments.reports import visible_payments
 from payments.views import ActionForm, bp
 
 reports_bp = Blueprint("sms", __name__, url_prefix="/payments/sms")
@@ -61,7 +62,15 @@ class TemplateForm(FlaskForm):
     body = TextAreaField(validators=[Length(min=1, max=600)])
 
 
+def shown_settings() -> SmsSettings:
+    """The saved provider settings, or the defaults a first visit shows: a GET writes
+    nothing (the row and its delivery-report token are made when an admin saves)."""
+    saved = db.session.get(SmsSettings, 1)
+    return saved or SmsSettings(id=1, provider="console", quiet_start=21, quiet_end=7)
+
+
 def settings_row() -> SmsSettings:
+    """The row to save into, made on the first save."""
     row = db.session.get(SmsSettings, 1)
     if row is None:
         row = SmsSettings(id=1)
@@ -87,8 +96,7 @@ def _templates():
 @roles("admin")
 def sms_settings():
     """The SMS provider, the receipt templates with a live preview, and recent messages."""
-    row = settings_row()
-    db.session.commit()
+    row = shown_settings()
     form = ProviderForm(obj=row, formdata=None)
     form.api_key.data = ""
     form.quiet_start.data, form.quiet_end.data = str(row.quiet_start), str(row.quiet_end)
@@ -175,11 +183,19 @@ def sms_list(kind: str, item_id: int):
         abort(404)
     if kind == "borrower" and get_borrower(db.session, current_user, item_id) is None:
         abort(404)
-    column = SmsMessage.payment_id if kind == "payment" else SmsMessage.borrower_id
-    messages = db.session.scalars(
-        select(SmsMessage).where(column == item_id).order_by(SmsMessage.id.desc())
-    ).all()
+    messages = messages_for(current_user, kind, item_id)
     return render_fragment("payments/sms.html", "messages", messages=messages)
+
+
+def messages_for(viewer, kind: str, item_id: int) -> list[SmsMessage]:
+    """A payment's or a borrower's messages, newest first. A borrower with loans in two
+    portfolios gets receipts for both: an officer sees those of payments in theirs."""
+    column = SmsMessage.payment_id if kind == "payment" else SmsMessage.borrower_id
+    query = select(SmsMessage).where(column == item_id)
+    if not viewer.is_admin:
+        mine = visible_payments(viewer).with_only_columns(C2BPayment.id)
+        query = query.where(or_(SmsMessage.payment_id.is_(None), SmsMessage.payment_id.in_(mine)))
+    return list(db.session.scalars(query.order_by(SmsMessage.id.desc())))
 
 
 @bp.get("/notices/")

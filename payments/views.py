@@ -3,10 +3,7 @@ the actions officers take on payments. Views parse, call a service, render."""
 
 from __future__ import annotations
 
-import csv
-import io
-from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from datetime import UTC, date, datetime
 
 from flask import Blueprint, Response, abort, flash, request, stream_with_context, url_for
 from flask_login import current_user
@@ -15,12 +12,15 @@ from sqlalchemy import select
 from wtforms import HiddenField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length, Optional
 
+from lenders.csvfile import csv_lines
 from lenders.extensions import db
 from lenders.models import Loan
+from lenders.money import InvalidAmount, parse_amount
 from lenders.references import reference_key
 from lenders.web import (
     hx_redirect,
     nairobi_today,
+    parse_id,
     render_fragment,
     render_page,
     roles,
@@ -47,21 +47,25 @@ class ActionForm(FlaskForm):
     """Button-only actions: carries the CSRF token."""
 
 
+FIRST_DAY, LAST_DAY = date(1900, 1, 1), date(2999, 12, 31)
+
+
 def _filters() -> reports.TransactionFilter:
+    """The filters in the URL; a value that is not an amount or a day is left out."""
     args = request.args
 
     def money(name):
         try:
-            value = Decimal(args.get(name, "").replace(",", ""))
-            return value if value.is_finite() else None
-        except InvalidOperation:
+            return parse_amount(args.get(name, ""))
+        except InvalidAmount:
             return None
 
     def day(name):
         try:
-            return datetime.strptime(args.get(name, ""), "%Y-%m-%d").date()
+            found = datetime.strptime(args.get(name, ""), "%Y-%m-%d").date()
         except ValueError:
             return None
+        return found if FIRST_DAY <= found <= LAST_DAY else None
 
     status = args.get("status", "")
     rule = args.get("rule", "")
@@ -112,7 +116,7 @@ def dashboard():
 def transactions():
     """Every payment the viewer may see, filtered, newest first, keyset pages."""
     filters = _filters()
-    before = request.args.get("before", type=int)
+    before = parse_id(request.args.get("before"))
     rows, cursor = reports.find_payments(db.session, current_user, filters, before)
     shortcodes = db.session.scalars(select(Shortcode.number).order_by(Shortcode.number)).all()
     target = request.headers.get("HX-Target")
@@ -137,18 +141,9 @@ def export_transactions():
     """The filtered set as CSV, the same columns as ``flask payments export-transactions``."""
     query = reports.filtered_query(current_user, _filters())
 
-    def generate():
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        for row in transaction_rows(db.session, query):
-            writer.writerow(row)
-            yield buffer.getvalue()
-            buffer.seek(0)
-            buffer.truncate()
-
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M")
     return Response(
-        stream_with_context(generate()),
+        stream_with_context(csv_lines(transaction_rows(db.session, query))),
         mimetype="text/csv",
         headers={"Content-Disposition": f'attachment; filename="transactions-{stamp}.csv"'},
     )
@@ -235,9 +230,7 @@ def assign(payment_id: int):
                 db.session, found.id, actor=current_user, reason=form.reason.data, loan=loan
             )
             return f"Payment {found.trans_id} posted to {loan.number}."
-        borrower_id = (
-            int(form.borrower_id.data) if (form.borrower_id.data or "").isdigit() else None
-        )
+        borrower_id = parse_id(form.borrower_id.data)
         if borrower_id is None or not _borrower_visible(borrower_id):
             raise backoffice.BackofficeError("choose a borrower or type a loan number")
         backoffice.assign_payment(
@@ -318,7 +311,7 @@ def reprocess():
     """Match again a selection of unmatched or failed payments; answers a progress list."""
     if not ActionForm().validate():
         abort(400)
-    ids = [int(i) for i in request.form.getlist("payment_id") if i.isdigit()][:200]
+    ids = [i for i in map(parse_id, request.form.getlist("payment_id")) if i is not None][:200]
     results = []
     for payment_id in ids:
         if reports.get_payment(db.session, current_user, payment_id) is None:

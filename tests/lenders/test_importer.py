@@ -17,8 +17,10 @@ import pytest
 from sqlalchemy import func, select
 
 from lenders.book import post_repayment, write_off_loan
+from lenders.csvfile import write_csv
+from lenders.exports import export_loans
 from lenders.extensions import db
-from lenders.importer import export_loans, import_loans, write_csv
+from lenders.importer import import_loans
 from lenders.models import (
     Borrower,
     BorrowerPhone,
@@ -516,6 +518,30 @@ BAD_ROWS = [
     pytest.param({"amount_paid": "10000.01"}, ["amount_paid"], id="paid-over-total"),
     pytest.param({"installments": "0"}, ["installments"], id="installments-0"),
     pytest.param({"installments": "x"}, ["installments"], id="installments-x"),
+    # what an attacker's file tries next: each gets its line, none a 500
+    pytest.param(
+        {"disbursed_on": "9999-12-31", "installments": "520"},
+        ["520 monthly", "9999"],
+        id="schedule-past-9999",
+    ),
+    pytest.param(
+        {"disbursed_on": "9999-06-01", "installments": "520", "frequency": "weekly"},
+        ["520 weekly", "9999"],
+        id="weekly-past-9999",
+    ),
+    pytest.param({"principal": "1e9999999"}, ["principal", "too large"], id="principal-1e9999999"),
+    pytest.param({"fees": "1e-9999999"}, ["fees"], id="fees-1e-9999999"),
+    pytest.param({"interest": "NaN"}, ["interest"], id="interest-nan"),
+    pytest.param({"installments": "²"}, ["installments"], id="installments-superscript"),
+    pytest.param({"borrower_name": "Jane\x00Doe"}, ["borrower_name", "U+0000"], id="name-nul"),
+    pytest.param(
+        {"borrower_name": "Jane \u202eikujnaW"}, ["borrower_name", "U+202E"], id="name-bidi"
+    ),
+    pytest.param(
+        {"borrower_name": "Jane\u2028Wanjiku"}, ["borrower_name", "U+2028"], id="name-line-sep"
+    ),
+    pytest.param({"loan_number": "LOAN-\u200b1"}, ["loan_number", "U+200B"], id="number-zwsp"),
+    pytest.param({"officer_email": "a\x00@b.ke"}, ["officer_email"], id="email-nul"),
 ]
 
 
