@@ -53,6 +53,9 @@ def test_config(url: str) -> dict:
         # Jobs run inside the request, so a test sees a payment posted when its
         # callback returns; tests/payments/test_background_jobs.py covers the thread.
         "JOBS_IN_BACKGROUND": False,
+        # One round of PBKDF2 instead of scrypt: every staff user and login would pay about
+        # 0.1-0.5 s otherwise. tests/test_config.py proves the app itself keeps scrypt.
+        "PASSWORD_HASH_METHOD": "pbkdf2:sha256:1",
     }
 
 
