@@ -17,6 +17,7 @@ from itertools import count
 import pytest
 from flask.testing import FlaskClient
 from flask_migrate import upgrade
+from hypothesis import HealthCheck, settings
 from jinja2 import StrictUndefined
 from sqlalchemy import text
 
@@ -31,6 +32,19 @@ REDIS_URL = os.environ.get("MAREJESHO_TEST_REDIS_URL")
 CHROMIUM = os.environ.get("MAREJESHO_TEST_CHROMIUM")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 PASSWORD = "correct horse battery"
+
+# Hypothesis: a quick profile by default, and CI's, which gives each full-stack fuzz of a
+# callback endpoint (tests/payments/test_fuzz.py) 1,000 examples. HYPOTHESIS_PROFILE picks
+# one by hand, e.g. HYPOTHESIS_PROFILE=ci for the long run locally.
+settings.register_profile("dev", max_examples=100, derandomize=True)
+settings.register_profile(
+    "ci",
+    max_examples=1000,
+    deadline=None,  # a shared CI machine has slow moments; a deadline would flake there
+    suppress_health_check=[HealthCheck.too_slow],
+    print_blob=True,  # a failure prints how to reproduce it with @reproduce_failure
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if IN_CI else "dev"))
 
 
 def need(service: str, value: str | None) -> str:

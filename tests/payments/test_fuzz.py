@@ -1,7 +1,8 @@
 """Hypothesis fuzz of Safaricom's two C2B callbacks (reliability anchors C1/C2): whatever the
 body, the answer is JSON, never a 5xx, and Daraja-shaped: ``{"ResultCode": 0, ...}`` for a
 confirmation (the body is stored or quarantined), ``ResultCode``/``ResultDesc`` with 200 or
-400 for validation, 413 beyond 64 KiB. SQLite only; at least 1,000 examples per endpoint."""
+400 for validation, 413 beyond 64 KiB. SQLite only. The number of examples per endpoint is
+the Hypothesis profile's (tests/conftest.py): 1,000 in CI, 100 (always the same) locally."""
 
 from __future__ import annotations
 
@@ -17,14 +18,17 @@ from sqlalchemy import func, select
 
 from lenders.extensions import db
 from payments.models import C2BPayment, CallbackLog
+from tests.conftest import IN_CI
 from tests.payments.conftest import c2b_body
 
 MAX_BODY = 64 * 1024
 FUZZ = settings(
-    max_examples=1000,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
+EXAMPLES = FUZZ.max_examples
+assert EXAMPLES >= 1000 or not IN_CI, "CI fuzzes each callback endpoint with 1,000 bodies or more"
+ONE_IN_20 = EXAMPLES // 20  # each branch of intake is reached by at least this many bodies
 DARAJA_KEYS = (
     "TransactionType",
     "TransID",
@@ -270,7 +274,7 @@ def test_confirmation_answers_accepted_to_anything(client, fuzz_shortcode, caplo
     confirm()
     # the generators reach every branch of intake, not only the quarantine
     seen = outcomes("confirmation")
-    assert seen.get("stored", 0) >= 50 and seen.get("quarantined", 0) >= 50, seen
+    assert seen.get("stored", 0) >= ONE_IN_20 and seen.get("quarantined", 0) >= ONE_IN_20, seen
     assert seen.get("duplicate", 0) + seen.get("conflict", 0) >= 1, seen
 
 
@@ -298,12 +302,12 @@ def test_validation_answers_in_darajas_shape_to_anything(client, fuzz_shortcode,
 
     validate()
     seen = outcomes("validation")
-    assert seen.get("accepted", 0) >= 50, seen
+    assert seen.get("accepted", 0) >= ONE_IN_20, seen
     assert {"rejected:C2B00012", "rejected:C2B00013", "rejected:C2B00016"} <= set(seen), seen
     assert db.session.scalar(select(func.count()).select_from(C2BPayment)) == 0
 
 
-@settings(FUZZ, max_examples=200)
+@settings(FUZZ, max_examples=max(EXAMPLES // 5, 20))
 @given(body=daraja_like())
 def test_a_body_that_is_accepted_at_validation_is_stored_at_confirmation(
     client, fuzz_shortcode, body
