@@ -13,8 +13,10 @@ import shutil
 from datetime import date
 from decimal import Decimal
 from itertools import count
+from pathlib import Path
 
 import pytest
+from flask import Flask
 from flask.testing import FlaskClient
 from flask_migrate import upgrade
 from hypothesis import HealthCheck, settings
@@ -24,7 +26,7 @@ from sqlalchemy import text
 from app import create_app
 from lenders.book import create_loan
 from lenders.extensions import db
-from lenders.models import Borrower, BorrowerPhone, StaffUser
+from lenders.models import Borrower, BorrowerPhone, Loan, StaffUser
 from lenders.phones import canonical_phone, masked_key, phone_sha256
 
 POSTGRES_URL = os.environ.get("MAREJESHO_TEST_POSTGRES_URL")
@@ -74,18 +76,34 @@ def test_config(url: str) -> dict:
 
 
 def pytest_generate_tests(metafunc):
+    """Give ``database_url`` (per test) and ``module_database_url`` (per module) their
+    backends from the markers."""
+    backends = ["sqlite"]
+    if metafunc.definition.get_closest_marker("both_databases"):
+        backends.append("postgresql")
+    if metafunc.definition.get_closest_marker("postgresql_only"):
+        backends = ["postgresql"]
     if "database_url" in metafunc.fixturenames:
-        backends = ["sqlite"]
-        if metafunc.definition.get_closest_marker("both_databases"):
-            backends.append("postgresql")
-        if metafunc.definition.get_closest_marker("postgresql_only"):
-            backends = ["postgresql"]
         metafunc.parametrize("database_url", backends, indirect=True)
+    if "module_database_url" in metafunc.fixturenames:
+        metafunc.parametrize("module_database_url", backends, indirect=True, scope="module")
 
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "both_databases: run on SQLite and on PostgreSQL")
     config.addinivalue_line("markers", "postgresql_only: run on PostgreSQL only")
+
+
+def pytest_collection_modifyitems(items):
+    """A module's data built once (``module_app``) lives in the one PostgreSQL database
+    that every other test empties first: so a module uses one or the other, never both."""
+    per_module: dict[str, set[str]] = {}
+    for item in items:
+        names = {"database_url", "module_database_url"} & set(getattr(item, "fixturenames", ()))
+        per_module.setdefault(item.nodeid.split("::")[0], set()).update(names)
+    for module, names in per_module.items():
+        if len(names) == 2:
+            raise pytest.UsageError(f"{module} mixes module_app with per-test databases")
 
 
 @pytest.fixture(scope="session")
@@ -114,10 +132,11 @@ def postgres_ready():
     return url
 
 
-@pytest.fixture
-def database_url(request, tmp_path):
-    if request.param == "sqlite":
-        target = tmp_path / "marejesho.db"
+def empty_database(backend: str, request, directory: Path) -> str:
+    """The URL of a database with the schema and no rows: a copy of the SQLite template in
+    ``directory``, or the PostgreSQL test database truncated."""
+    if backend == "sqlite":
+        target = directory / "marejesho.db"
         shutil.copy(request.getfixturevalue("sqlite_template"), target)
         return f"sqlite:///{target}"
     url = request.getfixturevalue("postgres_ready")
@@ -130,6 +149,16 @@ def database_url(request, tmp_path):
     return url
 
 
+@pytest.fixture
+def database_url(request, tmp_path):
+    return empty_database(request.param, request, tmp_path)
+
+
+@pytest.fixture(scope="module")
+def module_database_url(request, tmp_path_factory):
+    return empty_database(request.param, request, tmp_path_factory.mktemp("module"))
+
+
 class IsolatedClient(FlaskClient):
     """Each request runs in its own app context, as in production: its own ``g`` and its
     own database session, not the test's (which the fixtures keep pushed)."""
@@ -139,15 +168,48 @@ class IsolatedClient(FlaskClient):
             return super().open(*args, **kwargs)
 
 
-@pytest.fixture
-def app(database_url):
-    app = create_app(test_config(database_url))
+def build_app(url: str) -> Flask:
+    """The app under test: the tests' configuration, strict templates, isolated requests."""
+    app = create_app(test_config(url))
     app.jinja_env.undefined = StrictUndefined
     app.test_client_class = IsolatedClient
+    return app
+
+
+def close_app(app: Flask) -> None:
+    """Stop its job thread and close its connections (or the garbage collector complains)."""
+    app.extensions["marejesho.jobs"].stop()
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()
+
+
+@pytest.fixture
+def app(database_url):
+    app = build_app(database_url)
     with app.app_context():
         yield app
         db.session.remove()
         db.engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def module_app(module_database_url):
+    """An app on a database of the module's own, for data too slow to build for each test
+    that the module's tests only read. A module-scoped fixture builds it once, inside
+    ``module_app.app_context()``, and returns plain values (ids, numbers); each test reads
+    it in an app context of its own (``read_app``). Every test of such a module uses it."""
+    app = build_app(module_database_url)
+    yield app
+    close_app(app)
+
+
+@pytest.fixture
+def read_app(module_app):
+    """``module_app``, in a fresh app context (and so a fresh session) for one test."""
+    with module_app.app_context():
+        yield module_app
+        db.session.remove()
 
 
 class HtmxClient:
@@ -178,6 +240,18 @@ class HtmxClient:
         return self.client.post(path, headers=headers, **kwargs)
 
 
+def htmx_client(app: Flask) -> FlaskClient:
+    """The app's test client with ``hx_get``, ``hx_post`` and ``csrf_token``."""
+    client = app.test_client()
+    helper = HtmxClient(client)
+    client.hx_get, client.hx_post, client.csrf_token = (
+        helper.hx_get,
+        helper.hx_post,
+        helper.csrf_token,
+    )
+    return client
+
+
 @pytest.fixture
 def app_factory(database_url):
     """Build another app on the test's database with some settings changed."""
@@ -190,23 +264,13 @@ def app_factory(database_url):
         return app
 
     yield build
-    for app in built:  # close their connections, or the garbage collector complains
-        app.extensions["marejesho.jobs"].stop()
-        with app.app_context():
-            db.session.remove()
-            db.engine.dispose()
+    for app in built:
+        close_app(app)
 
 
 @pytest.fixture
 def client(app):
-    client = app.test_client()
-    helper = HtmxClient(client)
-    client.hx_get, client.hx_post, client.csrf_token = (
-        helper.hx_get,
-        helper.hx_post,
-        helper.csrf_token,
-    )
-    return client
+    return htmx_client(app)
 
 
 @pytest.fixture
@@ -214,88 +278,92 @@ def runner(app):
     return app.test_cli_runner()
 
 
+# --- factories: plain functions on the current app's session, each committing what it
+# makes; the make_* fixtures hand them to tests that have an ``app``.
+
 _serial = count(1)
+
+
+def new_staff(
+    role: str = "officer",
+    *,
+    email: str | None = None,
+    name: str | None = None,
+    password: str = PASSWORD,
+    active: bool = True,
+) -> StaffUser:
+    n = next(_serial)
+    user = StaffUser(
+        email=email or f"{role}{n}@example.test",
+        name=name or f"{role.title()} {n}",
+        role=role,
+        active=active,
+    )
+    user.set_password(password)
+    db.session.add(user)
+    db.session.commit()
+    return user
+
+
+def new_borrower(
+    name: str = "Jane Wanjiku",
+    *,
+    national_id: str | None = None,
+    phones: tuple[str, ...] = ("0712345678",),
+) -> Borrower:
+    n = next(_serial)
+    borrower = Borrower(name=name, national_id=national_id or str(30_000_000 + n))
+    for raw in phones:
+        number = canonical_phone(raw)
+        borrower.phones.append(
+            BorrowerPhone(number=number, sha256=phone_sha256(number), masked_key=masked_key(number))
+        )
+    db.session.add(borrower)
+    db.session.commit()
+    return borrower
+
+
+def new_loan(
+    *,
+    borrower: Borrower | None = None,
+    number: str | None = None,
+    principal: str = "9000.00",
+    interest: str = "900.00",
+    fees: str = "100.00",
+    disbursed_on: date = date(2025, 1, 15),
+    installments: int = 4,
+    frequency: str = "monthly",
+    officer: StaffUser | None = None,
+) -> Loan:
+    loan = create_loan(
+        db.session,
+        borrower or new_borrower(),
+        number=number or f"LOAN-{next(_serial):06d}",
+        principal=Decimal(principal),
+        interest=Decimal(interest),
+        fees=Decimal(fees),
+        disbursed_on=disbursed_on,
+        installments=installments,
+        frequency=frequency,
+        officer=officer,
+    )
+    db.session.commit()
+    return loan
 
 
 @pytest.fixture
 def make_staff(app):
-    def make(
-        role: str = "officer",
-        *,
-        email: str | None = None,
-        name: str | None = None,
-        password: str = PASSWORD,
-        active: bool = True,
-    ) -> StaffUser:
-        n = next(_serial)
-        user = StaffUser(
-            email=email or f"{role}{n}@example.test",
-            name=name or f"{role.title()} {n}",
-            role=role,
-            active=active,
-        )
-        user.set_password(password)
-        db.session.add(user)
-        db.session.commit()
-        return user
-
-    return make
+    return new_staff
 
 
 @pytest.fixture
 def make_borrower(app):
-    def make(
-        name: str = "Jane Wanjiku",
-        *,
-        national_id: str | None = None,
-        phones: tuple[str, ...] = ("0712345678",),
-    ) -> Borrower:
-        n = next(_serial)
-        borrower = Borrower(name=name, national_id=national_id or str(30_000_000 + n))
-        for raw in phones:
-            number = canonical_phone(raw)
-            borrower.phones.append(
-                BorrowerPhone(
-                    number=number, sha256=phone_sha256(number), masked_key=masked_key(number)
-                )
-            )
-        db.session.add(borrower)
-        db.session.commit()
-        return borrower
-
-    return make
+    return new_borrower
 
 
 @pytest.fixture
-def make_loan(app, make_borrower):
-    def make(
-        *,
-        borrower: Borrower | None = None,
-        number: str | None = None,
-        principal: str = "9000.00",
-        interest: str = "900.00",
-        fees: str = "100.00",
-        disbursed_on: date = date(2025, 1, 15),
-        installments: int = 4,
-        frequency: str = "monthly",
-        officer: StaffUser | None = None,
-    ):
-        loan = create_loan(
-            db.session,
-            borrower or make_borrower(),
-            number=number or f"LOAN-{next(_serial):06d}",
-            principal=Decimal(principal),
-            interest=Decimal(interest),
-            fees=Decimal(fees),
-            disbursed_on=disbursed_on,
-            installments=installments,
-            frequency=frequency,
-            officer=officer,
-        )
-        db.session.commit()
-        return loan
-
-    return make
+def make_loan(app):
+    return new_loan
 
 
 class AuthActions:

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import json
+from datetime import date
 from itertools import count
 
 import pytest
+from sqlalchemy import select
 
 from lenders.extensions import db
+from lenders.models import Loan
 from payments import intake
-from payments.models import Shortcode
+from payments.models import C2BPayment, Shortcode
+from tests.conftest import new_borrower, new_loan
 
 _receipts = count(1)
+ACKNOWLEDGED = {"ResultCode": 0, "ResultDesc": "Accepted"}  # a confirmation's answer
 
 
 def receipt() -> str:
@@ -51,15 +56,58 @@ def record_unprocessed(shortcode, body: dict) -> intake.Stored:
     )
 
 
+def loan_for(officer, number: str, name: str = "Grace Njeri", *, phones=("0712345678",)) -> Loan:
+    """A loan of 10,000.00 in the officer's portfolio, without interest or fees, in four
+    monthly installments from 1 January 2025, to a new borrower of that name."""
+    return new_loan(
+        borrower=new_borrower(name, phones=phones),
+        number=number,
+        officer=officer,
+        principal="10000.00",
+        interest="0",
+        fees="0",
+        installments=4,
+        disbursed_on=date(2025, 1, 1),
+    )
+
+
+def new_shortcode(number: str = "600984", **kw) -> Shortcode:
+    shortcode = Shortcode(number=number, name=kw.pop("name", "Test paybill"), **kw)
+    db.session.add(shortcode)
+    db.session.commit()
+    return shortcode
+
+
+def post_callback(client, shortcode, kind: str, body, *, token: str | None = None, **kwargs):
+    """POST ``body`` (dict or list → JSON, str/bytes as is) to a shortcode's callback URL
+    (``kind`` is "validation" or "confirmation"), as JSON unless ``headers`` say otherwise."""
+    data = json.dumps(body) if isinstance(body, dict | list) else body
+    headers = {"Content-Type": "application/json", **kwargs.pop("headers", {})}
+    return client.post(
+        f"/payments/c2b/{token or shortcode.callback_token}/{kind}",
+        data=data,
+        headers=headers,
+        **kwargs,
+    )
+
+
+def payment_by_receipt(trans_id: str) -> C2BPayment:
+    """The payment with this M-Pesa receipt number, read afresh from the database."""
+    db.session.expire_all()
+    return db.session.scalars(select(C2BPayment).where(C2BPayment.trans_id == trans_id)).one()
+
+
+def pay(confirm, **fields) -> C2BPayment:
+    """Confirm a payment (``c2b_body`` with these fields), check Safaricom hears "Accepted",
+    and return the stored payment."""
+    body = c2b_body(**fields)
+    assert confirm(body).get_json() == ACKNOWLEDGED
+    return payment_by_receipt(body["TransID"])
+
+
 @pytest.fixture
 def make_shortcode(app):
-    def make(number: str = "600984", **kw) -> Shortcode:
-        shortcode = Shortcode(number=number, name=kw.pop("name", "Test paybill"), **kw)
-        db.session.add(shortcode)
-        db.session.commit()
-        return shortcode
-
-    return make
+    return new_shortcode
 
 
 @pytest.fixture
@@ -72,12 +120,6 @@ def confirm(client, shortcode):
     """POST a confirmation body (dict → JSON, str/bytes as is) to the shortcode's URL."""
 
     def post(body, *, to: Shortcode | None = None, kind: str = "confirmation", **headers):
-        target = to or shortcode
-        data = json.dumps(body) if isinstance(body, dict) else body
-        return client.post(
-            f"/payments/c2b/{target.callback_token}/{kind}",
-            data=data,
-            headers={"Content-Type": "application/json", **headers},
-        )
+        return post_callback(client, to or shortcode, kind, body, headers=headers)
 
     return post

@@ -20,7 +20,7 @@ from payments.jobs import notify_officers_job, send_receipt_job, sweep_queued_me
 from payments.models import C2BPayment, OfficerNotice, SmsMessage, SmsSettings
 from payments.sms import NAIROBI, in_quiet_hours, segments
 from tests.payments.africastalking_standin import serve_standin
-from tests.payments.conftest import c2b_body
+from tests.payments.conftest import pay
 
 pytestmark = pytest.mark.both_databases
 D = Decimal
@@ -30,16 +30,6 @@ LENDER = "Mkopo Bora Microfinance"
 
 
 # --- helpers and fixtures ---------------------------------------------------------------
-
-
-def pay(confirm, **fields) -> C2BPayment:
-    body = c2b_body(**fields)
-    response = confirm(body)
-    assert response.get_json() == {"ResultCode": 0, "ResultDesc": "Accepted"}
-    db.session.expire_all()
-    return db.session.scalars(
-        select(C2BPayment).where(C2BPayment.trans_id == body["TransID"])
-    ).one()
 
 
 def messages_for(payment_id: int) -> list[SmsMessage]:
