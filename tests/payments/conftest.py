@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from lenders.extensions import db
 from lenders.models import Loan
-from payments import intake
+from payments import intake, reports
 from payments.models import C2BPayment, Shortcode
 from tests.conftest import new_borrower, new_loan
 
@@ -97,12 +97,42 @@ def payment_by_receipt(trans_id: str) -> C2BPayment:
     return db.session.scalars(select(C2BPayment).where(C2BPayment.trans_id == trans_id)).one()
 
 
+def every_page(viewer, filters, size):
+    """The ids the transactions page shows to ``viewer``, following its cursor to the end."""
+    seen, cursor = [], None
+    while True:
+        rows, cursor = reports.find_payments(db.session, viewer, filters, cursor, limit=size)
+        seen += [row.id for row in rows]
+        if cursor is None:
+            return seen
+
+
 def pay(confirm, **fields) -> C2BPayment:
     """Confirm a payment (``c2b_body`` with these fields), check Safaricom hears "Accepted",
     and return the stored payment."""
     body = c2b_body(**fields)
     assert confirm(body).get_json() == ACKNOWLEDGED
     return payment_by_receipt(body["TransID"])
+
+
+@pytest.fixture
+def jane(make_borrower):
+    return make_borrower("Jane Wanjiku", national_id="23456789", phones=("0712345678",))
+
+
+@pytest.fixture
+def jane_loan(make_loan, jane):
+    """LOAN-000123: KES 5,000 in five installments of 1,000 due on the 1st of February to
+    June 2025, no interest or fees."""
+    return make_loan(
+        borrower=jane,
+        number="LOAN-000123",
+        principal="5000.00",
+        interest="0",
+        fees="0",
+        installments=5,
+        disbursed_on=date(2025, 1, 1),
+    )
 
 
 @pytest.fixture

@@ -21,24 +21,6 @@ def posted_to(payment: C2BPayment) -> list[tuple[str, Decimal]]:
     return [(r.loan.number, r.amount) for r in payment.repayments]
 
 
-@pytest.fixture
-def jane(make_borrower):
-    return make_borrower("Jane Wanjiku", national_id="23456789", phones=("0712345678",))
-
-
-@pytest.fixture
-def jane_loan(make_loan, jane):
-    return make_loan(
-        borrower=jane,
-        number="LOAN-000123",
-        principal="5000.00",
-        interest="0",
-        fees="0",
-        installments=5,
-        disbursed_on=date(2025, 1, 1),
-    )
-
-
 @pytest.mark.parametrize(
     "typed", ["LOAN-000123", "loan 123", "LOAN000123", "123", "Loan-123", " loan - 0123 "]
 )

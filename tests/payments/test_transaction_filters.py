@@ -14,7 +14,13 @@ from lenders.phones import phone_sha256
 from payments import reports
 from payments.models import C2BPayment
 from tests.conftest import htmx_client, new_staff
-from tests.payments.conftest import c2b_body, loan_for, new_shortcode, post_callback
+from tests.payments.conftest import (
+    c2b_body,
+    every_page,
+    loan_for,
+    new_shortcode,
+    post_callback,
+)
 
 pytestmark = pytest.mark.both_databases
 
@@ -58,16 +64,6 @@ def built_payments(module_app):
 @pytest.fixture(params=["admin", "officer"])
 def viewer(request, read_app, built_payments) -> StaffUser:
     return db.session.get(StaffUser, built_payments[request.param])
-
-
-def every_page(viewer, filters, size):
-    """The ids the page shows, following its cursor to the end."""
-    seen, cursor = [], None
-    while True:
-        rows, cursor = reports.find_payments(db.session, viewer, filters, cursor, limit=size)
-        seen += [row.id for row in rows]
-        if cursor is None:
-            return seen
 
 
 FILTERS = [

@@ -13,7 +13,13 @@ from lenders.models import Loan, StaffUser
 from payments import reports
 from payments.models import C2BPayment
 from tests.conftest import AuthActions, htmx_client, new_staff
-from tests.payments.conftest import c2b_body, loan_for, new_shortcode, post_callback
+from tests.payments.conftest import (
+    c2b_body,
+    every_page,
+    loan_for,
+    new_shortcode,
+    post_callback,
+)
 
 pytestmark = pytest.mark.both_databases
 
@@ -51,16 +57,6 @@ def book(read_app, built_book):
 @pytest.fixture
 def officer_client(built_book):
     return built_book[0]
-
-
-def every_page(viewer, filters, size):
-    """The ids the page shows, following its cursor to the end."""
-    seen, cursor = [], None
-    while True:
-        rows, cursor = reports.find_payments(db.session, viewer, filters, cursor, limit=size)
-        seen += [row.id for row in rows]
-        if cursor is None:
-            return seen
 
 
 @pytest.mark.parametrize("size", [1, 2, 5, 50])
