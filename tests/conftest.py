@@ -236,7 +236,10 @@ def read_app(module_app):
 def serving(app: Flask) -> Iterator[str]:
     """The app behind werkzeug's threaded server on a free loopback port; yields its URL."""
     server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="live-server", daemon=True)
+    # polled every 50 ms, not 0.5 s, so that shutting it down takes no longer
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="live-server", daemon=True
+    )
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_port}"
