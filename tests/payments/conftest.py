@@ -1,4 +1,5 @@
-"""Fixtures for payment intake: shortcodes, Daraja-shaped bodies, posting them."""
+"""Payment tests' shared helpers and fixtures: Daraja-shaped bodies, shortcodes, posting to the
+callback URLs, finding a payment by its receipt, and the loans payments go to."""
 
 from __future__ import annotations
 
