@@ -23,7 +23,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from flask_migrate import upgrade
 from hypothesis import HealthCheck, settings
-from jinja2 import StrictUndefined
+from jinja2 import BytecodeCache, StrictUndefined
 from sqlalchemy import create_engine, text
 from werkzeug.serving import make_server
 
@@ -188,10 +188,29 @@ class IsolatedClient(FlaskClient):
             return super().open(*args, **kwargs)
 
 
+class SharedTemplateCode(BytecodeCache):
+    """Compiled templates shared by every app the tests build: each app has a Jinja
+    environment of its own, which would otherwise compile each template again."""
+
+    def __init__(self):
+        self.code: dict[str, bytes] = {}
+
+    def load_bytecode(self, bucket):
+        if bucket.key in self.code:
+            bucket.bytecode_from_string(self.code[bucket.key])
+
+    def dump_bytecode(self, bucket):
+        self.code[bucket.key] = bucket.bytecode_to_string()
+
+
+TEMPLATE_CODE = SharedTemplateCode()
+
+
 def build_app(url: str) -> Flask:
     """The app under test: the tests' configuration, strict templates, isolated requests."""
     app = create_app(test_config(url))
     app.jinja_env.undefined = StrictUndefined
+    app.jinja_env.bytecode_cache = TEMPLATE_CODE
     app.test_client_class = IsolatedClient
     return app
 
