@@ -1,9 +1,12 @@
 """Shared fixtures, in flaskr's vocabulary: app, client, runner, auth, and factories.
 
-Databases: every test gets a fresh SQLite file copied from one built by the migrations.
-Tests in modules marked ``both_databases`` run again on PostgreSQL when
-MAREJESHO_TEST_POSTGRES_URL is set. Under CI (CI=true) a test that needs PostgreSQL,
-Redis or Chromium fails instead of skipping, so nothing is silently left out."""
+Databases: every test gets a fresh SQLite file copied from one built by the migrations
+(or the PostgreSQL test database emptied); a module whose tests only read data too slow
+to build for each uses ``module_app`` instead, built once. Tests in modules marked
+``both_databases`` run again on PostgreSQL when MAREJESHO_TEST_POSTGRES_URL is set. Under
+CI (CI=true) a test that needs PostgreSQL, Redis or Chromium fails instead of skipping, so
+nothing is silently left out. Speed: staff passwords hash with one PBKDF2 round here
+(test_config), and Hypothesis runs its quick profile unless CI=true."""
 
 from __future__ import annotations
 
