@@ -7,23 +7,40 @@ HOST ?= 127.0.0.1
 PORT ?= 5000
 DEMO_EVERY ?= 5
 EMULATOR_PORT ?= 5055
+# Python packages are pinned, with hashes, by requirements.lock (the app and PostgreSQL's
+# driver) and requirements-dev.lock (that, plus the test tools); `make lock` refreshes both
+# from pyproject.toml with uv.
+UV_VERSION := 0.13.9
+LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes --quiet \
+	--custom-compile-command "make lock"
 
-.PHONY: run run-prod stop-prod test install install-dev assets migrate demo lint bench clean
+.PHONY: run run-prod stop-prod test install install-dev assets migrate demo lint bench clean lock
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-$(VENV)/.installed: $(BIN)/python pyproject.toml
-	$(BIN)/pip install --quiet -e '.[postgres]'
+$(VENV)/.installed: $(BIN)/python requirements.lock
+	$(BIN)/pip install --quiet -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
 
-$(VENV)/.installed-dev: $(BIN)/python pyproject.toml
-	$(BIN)/pip install --quiet -e '.[dev]'
+# The dev lock holds every pin of the app's lock, so it installs the app too.
+$(VENV)/.installed-dev: $(BIN)/python requirements.lock requirements-dev.lock
+	$(BIN)/pip install --quiet -r requirements-dev.lock
+	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@ $(VENV)/.installed
 
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
+
+# The newest versions pyproject.toml allows; the dev lock keeps the app's pins.
+lock: $(BIN)/python
+	$(BIN)/pip install --quiet 'uv==$(UV_VERSION)'
+	$(BIN)/uv pip compile pyproject.toml --extra postgres --upgrade $(LOCK_FLAGS) \
+	  -o requirements.lock
+	$(BIN)/uv pip compile pyproject.toml --extra dev --extra postgres \
+	  --constraint requirements.lock --upgrade $(LOCK_FLAGS) -o requirements-dev.lock
 
 # Front-end libraries come from the npm registry, pinned by package-lock.json.
 static/vendor/.stamp: package.json package-lock.json
@@ -43,7 +60,9 @@ demo: migrate
 	$(FLASK) lenders load-demo
 	$(FLASK) payments load-demo
 
-# The app, and beside it a loop that pays the demo paybill every few seconds.
+# The app, and beside it a loop that pays the demo paybill every few seconds. The callback
+# URLs it prints and the demo traffic follow HOST and PORT unless PUBLIC_BASE_URL is set.
+run: export PUBLIC_BASE_URL ?= http://$(HOST):$(PORT)
 run: install assets demo
 	@echo "Callback URLs (Safaricom calls these):"
 	@$(FLASK) payments shortcodes

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+from functools import cache
 from urllib.parse import urlsplit
 
 from flask import Blueprint, current_app, flash, redirect, request, session, url_for
@@ -15,15 +16,23 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from wtforms import EmailField, PasswordField
 from wtforms.validators import DataRequired, Length
 
+from lenders.config import PASSWORD_HASH_METHOD
 from lenders.extensions import db, limiter, login_manager
-from lenders.models import StaffUser
+from lenders.models import StaffUser, password_hash_method
 from lenders.web import hx_redirect, public, render_page, roles, start_session
 
 bp = Blueprint("auth", __name__)
 security_log = logging.getLogger("marejesho.security")
-# Checked when the e-mail is unknown, so that both failures take the same time.
-_DUMMY_HASH = generate_password_hash("not-a-real-password")
 BAD_LOGIN = "Email or password is incorrect."
+
+
+@cache
+def _dummy_hash(method: str) -> str:
+    """Checked when the e-mail is unknown, so that both failures take the same time."""
+    return generate_password_hash("not-a-real-password", method=method)
+
+
+_dummy_hash(PASSWORD_HASH_METHOD)  # made now, so that the first unknown e-mail is no slower
 
 
 class LoginForm(FlaskForm):
@@ -57,7 +66,7 @@ def authenticate(email: str, password: str) -> StaffUser | None:
     """The active staff user with this e-mail and password, or None (in constant work)."""
     user = find_staff(email)
     if user is None or not user.password_hash:
-        check_password_hash(_DUMMY_HASH, password)
+        check_password_hash(_dummy_hash(password_hash_method()), password)
         return None
     if not user.check_password(password) or not user.active:
         return None

@@ -23,30 +23,14 @@ from lenders.extensions import db
 from lenders.importer import import_loans
 from lenders.models import (
     Borrower,
-    BorrowerPhone,
-    Installment,
     Loan,
-    Repayment,
     StaffUser,
 )
+from tests.lenders.conftest import COLUMNS, NAMES, book_counts, csv_text, loan_row
 
 pytestmark = pytest.mark.both_databases
 
 TODAY = date(2025, 6, 1)
-COLUMNS = (
-    "loan_number",
-    "borrower_name",
-    "national_id",
-    "phone",
-    "principal",
-    "interest",
-    "fees",
-    "disbursed_on",
-    "installments",
-    "frequency",
-    "amount_paid",
-    "officer_email",
-)
 REQUIRED = COLUMNS[:10]
 EXPORT_HEADER = [
     "loan_number",
@@ -58,51 +42,10 @@ EXPORT_HEADER = [
     "outstanding",
     "next_due_on",
 ]
-NAMES = [
-    "Jane Wanjiku",
-    "John Kamau",
-    "Mary Achieng",
-    "Peter Otieno",
-    "Grace Chebet",
-    "James Mwangi",
-    "Faith Nyambura",
-    "David Kiptoo",
-    "Mercy Wambui",
-    "Joseph Barasa",
-]
 CENT = Decimal("0.01")
 
 
 # --- building files ------------------------------------------------------------------
-
-
-def loan_row(n: int = 1, **changes: str) -> dict[str, str]:
-    """A good row: KES 10,000.00 due over 4 months from 15 January 2025, nothing paid."""
-    row = {
-        "loan_number": f"LOAN-{n:06d}",
-        "borrower_name": NAMES[n % len(NAMES)],
-        "national_id": str(21_000_000 + n),  # make_borrower uses 30_000_000 + n
-        "phone": f"07{22_000_000 + n:08d}",
-        "principal": "9000.00",
-        "interest": "900.00",
-        "fees": "100.00",
-        "disbursed_on": "2025-01-15",
-        "installments": "4",
-        "frequency": "monthly",
-        "amount_paid": "",
-        "officer_email": "",
-    }
-    row.update(changes)
-    return row
-
-
-def csv_text(rows: list[dict[str, str]], columns=COLUMNS) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out)  # \r\n line ends, as spreadsheets write them
-    writer.writerow(columns)
-    for row in rows:
-        writer.writerow([row.get(c, "") for c in columns])
-    return out.getvalue()
 
 
 def run_import(text: str, **kwargs):
@@ -119,13 +62,6 @@ def import_ok(rows: list[dict[str, str]], columns=COLUMNS, **kwargs):
 
 def loan_by_number(number: str) -> Loan:
     return db.session.scalars(select(Loan).where(Loan.number == number)).one()
-
-
-def book_counts() -> dict[str, int]:
-    return {
-        model.__name__: db.session.scalar(select(func.count()).select_from(model))
-        for model in (Loan, Borrower, BorrowerPhone, StaffUser, Installment, Repayment)
-    }
 
 
 def error_lines(errors: list[str]) -> list[int]:

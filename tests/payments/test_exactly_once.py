@@ -17,7 +17,7 @@ import sys
 import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -26,7 +26,6 @@ import pytest
 import requests
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
-from werkzeug.serving import make_server
 
 import payments.jobs
 import payments.processing
@@ -34,26 +33,13 @@ from lenders.extensions import db
 from lenders.models import Installment, Loan, Repayment
 from payments.jobs import post_received_payments
 from payments.models import C2BPayment, CallbackLog
+from tests.conftest import serving
 from tests.payments.conftest import c2b_body, drain, receipt, record_unprocessed
 
 D = Decimal
 ACCEPTED = {"ResultCode": 0, "ResultDesc": "Accepted"}
 ROOT = Path(__file__).resolve().parents[2]
 CRASH_WORKER = Path(__file__).with_name("crash_worker.py")
-
-
-@contextmanager
-def live_server(app):
-    """The app behind werkzeug's threaded server on a free loopback port."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="live-server", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
 
 
 def post_together(url: str, bodies: list[dict], *, threads: int, jitter: float = 0.0):
@@ -110,7 +96,7 @@ def test_fifty_identical_confirmations_from_sixteen_threads_post_once(app, short
     loan = make_loan(principal="90000.00")
     loan_id, url = loan.id, f"/payments/c2b/{shortcode.callback_token}/confirmation"
     rng = random.Random(20251106)
-    with live_server(app) as base:
+    with serving(app) as base:
         for repetition in range(20):
             paid_before = fresh(Loan, loan_id).paid
             amount = D(rng.randrange(100, 10_000)) / 100  # KES 1.00 .. 99.99, with cents
@@ -147,7 +133,7 @@ def test_ten_different_payments_on_one_loan_concurrently_keep_the_balance_exact(
     amounts = [D(a) for a in ("999.99", "1234.56", "0.01", "2500.00", "87.65", "1.10",
                               "701.33", "450.45", "333.33", "1666.67")]  # fmt: skip
     rng = random.Random(8)
-    with live_server(app) as base:
+    with serving(app) as base:
         url = f"{base}/payments/c2b/{shortcode.callback_token}/confirmation"
         for round_ in range(3):
             loan = make_loan()  # KES 10,000 due: 9,000 + 900 interest + 100 fees

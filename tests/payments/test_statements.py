@@ -16,7 +16,7 @@ from lenders.extensions import db
 from lenders.models import Loan
 from payments import statements
 from payments.models import C2BPayment
-from tests.payments.conftest import c2b_body
+from tests.payments.conftest import c2b_body, payment_by_receipt
 
 pytestmark = pytest.mark.both_databases
 HEADER = (
@@ -81,8 +81,7 @@ def test_statement_fills_the_gaps_and_counts_the_rest(runner, tmp_path, confirm,
         "ignored": 2,
         "errors": ["line 8: bad amount 'lots' in Paid In"],
     }
-    db.session.expire_all()
-    lost = db.session.scalars(select(C2BPayment).where(C2BPayment.trans_id == "TK6LOST001")).one()
+    lost = payment_by_receipt("TK6LOST001")
     assert lost.status == "posted" and lost.rule == "bill_ref" and lost.amount == Decimal("1200.00")
     assert db.session.get(Loan, book.id).paid == Decimal("1700.00")
 
