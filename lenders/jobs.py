@@ -40,7 +40,8 @@ from lenders.models import ScheduledJob
 QUEUE = "marejesho"
 WAKE_KEY = "marejesho:wake"
 RETRY_INTERVALS = [1, 2, 4, 8, 16]  # seconds between RQ's retries of a one-off job
-POLL_SECONDS = 2.0  # a drain is looked at this often even when nothing wakes it
+POLL_SECONDS = 1.0  # a drain is looked at this often even when nothing wakes it
+WAKE_EVERY = 0.02  # a process sends Redis at most one wake-up in this many seconds
 log = logging.getLogger("marejesho.jobs")
 
 
@@ -149,6 +150,7 @@ class _Breaker:
 
 
 _breaker = _Breaker()
+_last_wake = [0.0]
 
 
 def wake(*names: str) -> None:
@@ -157,8 +159,10 @@ def wake(*names: str) -> None:
     app = current_app._get_current_object()
     url = app.config.get("REDIS_URL")
     if url:
-        if _breaker.open():
-            return
+        now = time.monotonic()
+        if _breaker.open() or now - _last_wake[0] < WAKE_EVERY:
+            return  # under a burst the workers are awake already: they loop until it is done
+        _last_wake[0] = now
         try:
             pipe = redis_connection(url).pipeline(transaction=False)
             pipe.lpush(WAKE_KEY, "1").ltrim(WAKE_KEY, 0, 0).execute()
