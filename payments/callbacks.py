@@ -16,12 +16,14 @@ from flask import Blueprint, current_app, jsonify, request
 from sqlalchemy import bindparam, event, select
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from lenders import logs
 from lenders.database import Prepared
 from lenders.extensions import csrf, db
 from lenders.jobs import wake
 from lenders.web import public
 from payments import intake
 from payments.models import CallbackLog, Shortcode
+from payments.monitoring import count_callback
 
 bp = Blueprint("c2b", __name__, url_prefix="/payments/c2b")
 csrf.exempt(bp)
@@ -96,6 +98,7 @@ def init_app(app) -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, RedactCallbackTokens) for f in logger.filters):
             logger.addFilter(RedactCallbackTokens())
+    logs.redact(RedactCallbackTokens.pattern, r"\1***")  # and on every line, whatever the logger
 
 
 def _wrong_method(error):
@@ -211,6 +214,7 @@ def confirmation(token: str):
     stored = intake.store_confirmation(
         db.engine, shortcode, read_body(), source_ip=request.remote_addr, headers=headers
     )
+    count_callback(shortcode.number, "confirmation", stored.outcome)
     if stored.needs_processing:
         wake("payments")  # a hint: the workers also poll for payments in received
     return current_app.response_class(_ACKNOWLEDGED_JSON, mimetype="application/json")
@@ -237,6 +241,7 @@ def validation(token: str):
         )
     )
     db.session.commit()
+    count_callback(shortcode.number, "validation", "accepted" if accepted else "rejected")
     return jsonify(answer), status
 
 

@@ -13,6 +13,7 @@ from lenders.book import activate_disbursed_loans
 from lenders.extensions import db
 from lenders.jobs import runner
 from lenders.web import nairobi_today
+from payments.monitoring import observe_postings
 from payments.processing import claim_received_payments, post_claimed_payment
 from payments.sms import (
     claim_messages,
@@ -34,6 +35,7 @@ def post_received_payments(limit: int) -> int:
     ids = claim_received_payments(db.session, limit)
     for payment_id in ids:
         post_claimed_payment(db.session, payment_id)
+    observe_postings(db.session, ids)  # latency metrics, observed once this commits
     db.session.commit()
     return len(ids)
 
