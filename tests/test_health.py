@@ -75,6 +75,7 @@ def test_staff_who_are_not_admins_learn_no_more(client, auth, busy_book):
     assert response.get_json() == {"status": "up"}
 
 
+@pytest.mark.both_databases
 def test_admins_get_the_details(client, auth, busy_book):
     auth.login("admin")
     response = client.get("/healthz")

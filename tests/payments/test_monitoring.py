@@ -62,6 +62,7 @@ def test_metrics_need_the_bearer_token(metrics_app, client, authorization):
     assert response.headers["X-Content-Type-Options"] == "nosniff"
 
 
+@pytest.mark.both_databases
 def test_callbacks_are_counted_by_shortcode_and_outcome(metrics_app, client, confirm, make_loan):
     loan = make_loan()
     before = scrape(client)
@@ -99,6 +100,7 @@ def test_callbacks_are_counted_by_shortcode_and_outcome(metrics_app, client, con
     assert value(after, "marejesho_last_callback_timestamp_seconds", shortcode="600984") > 0
 
 
+@pytest.mark.both_databases
 def test_queues_and_the_oldest_waiting_payment_are_read_at_scrape_time(
     metrics_app, client, shortcode
 ):
@@ -115,6 +117,7 @@ def test_queues_and_the_oldest_waiting_payment_are_read_at_scrape_time(
     assert 590 < value(found, "marejesho_payments_oldest_received_age_seconds") < 700
 
 
+@pytest.mark.both_databases
 def test_a_rolled_back_drain_observes_nothing(app, shortcode):
     """The latency is observed when the drain's transaction commits, not before."""
     from prometheus_client import REGISTRY

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from lenders.extensions import db
 from payments.models import CallbackLog
 from payments.quarantine import BODY_SHOWN, PAGE
 from tests.payments.conftest import c2b_body
+
+pytestmark = pytest.mark.both_databases
 
 
 def test_admins_see_what_was_quarantined_newest_first(client, auth, confirm):
