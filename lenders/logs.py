@@ -53,8 +53,14 @@ def redact(pattern: re.Pattern, replacement: str) -> None:
         _redactions.append((pattern, replacement))
 
 
+_TERMINAL_STYLE = re.compile(r"\x1b\[[0-9;]*m")  # the dev server colours its lines
+
+
 def clean(text: str) -> str:
-    """``text`` as a log line may show it: registered secrets and phones masked."""
+    """``text`` as a log line may show it: registered secrets and phones masked, no terminal
+    colour codes."""
+    if "\x1b" in text:
+        text = _TERMINAL_STYLE.sub("", text)
     for pattern, replacement in _redactions:
         text = pattern.sub(replacement, text)
     return mask_phones(text)
@@ -165,6 +171,8 @@ class StderrHandler(logging.StreamHandler):
 # Loggers that do not hand their records to the root logger: gunicorn's (it sets their
 # handlers and the files they write to); their handlers keep their files and take our format.
 OWN_HANDLERS = ("gunicorn.error", "gunicorn.access")
+# Libraries that say at INFO what no operator needs: seven lines per process start.
+QUIET = {"alembic.runtime.plugins": logging.WARNING}
 
 
 def configure_logging(level: str | int | None = None) -> None:
@@ -181,6 +189,8 @@ def configure_logging(level: str | int | None = None) -> None:
         root.addHandler(handler)
     handler.setFormatter(formatter)
     root.setLevel(level)
+    for name, quiet in QUIET.items():
+        logging.getLogger(name).setLevel(quiet)
     for name in OWN_HANDLERS:
         for own in logging.getLogger(name).handlers:
             own.setFormatter(formatter)

@@ -171,3 +171,39 @@ def test_the_formatter_writes_one_object_per_record_without_a_request():
     assert entry["logger"] == "marejesho.jobs" and entry["level"] == "INFO"
     assert "\n" not in JsonFormatter().format(record)
     assert sys.stderr is not None
+
+
+def test_terminal_colours_do_not_reach_the_json(app, capsys):
+    configure_logging()
+    capsys.readouterr()
+    logging.getLogger("werkzeug").info('"\x1b[33mPOST /x HTTP/1.1\x1b[0m" 404 -')
+    written = lines(capsys.readouterr().err)
+    assert written[-1]["message"] == '"POST /x HTTP/1.1" 404 -'
+
+
+def test_gunicorn_conf_gives_the_master_our_format_from_its_first_line():
+    """gunicorn.conf.py's logger class: gunicorn's handlers, our format, before the app (and
+    so the master's own lines: starting, booting and reaping workers)."""
+    import runpy
+    from pathlib import Path
+
+    from gunicorn.config import Config
+
+    settings = runpy.run_path(str(Path(__file__).resolve().parents[1] / "gunicorn.conf.py"))
+    config = Config()
+    config.set("logger_class", settings["logger_class"])
+    logger = config.logger_class(config)
+    buffer = io.StringIO()
+    try:
+        for handler in logging.getLogger("gunicorn.error").handlers:
+            handler.setStream(buffer)
+        logger.info("Booting worker with pid: %s", 4242)
+        entry = json.loads(buffer.getvalue().splitlines()[-1])
+        assert entry["logger"] == "gunicorn.error"
+        assert entry["message"] == "Booting worker with pid: 4242"
+    finally:
+        for name in ("gunicorn.error", "gunicorn.access"):
+            own = logging.getLogger(name)
+            for handler in list(own.handlers):
+                own.removeHandler(handler)
+            own.propagate = True
