@@ -6,7 +6,7 @@ from flask import Flask, redirect, render_template, url_for
 from flask_wtf.csrf import CSRFError
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from lenders import auth, database, vault
+from lenders import auth, database, health, jobs_views, logs, vault
 from lenders import cli as lenders_cli
 from lenders import views as lenders_views
 from lenders.config import config_from_env
@@ -18,6 +18,8 @@ from payments import cli as payments_cli
 from payments import configuration as payments_configuration  # noqa: F401 (routes)
 from payments import jobs as payments_jobs  # noqa: F401 (registers its drains and jobs)
 from payments import messages as payments_messages
+from payments import monitoring as payments_monitoring  # noqa: F401 (registers its figures)
+from payments import quarantine as payments_quarantine  # noqa: F401 (routes)
 from payments import views as payments_views
 
 
@@ -26,6 +28,7 @@ def create_app(config: dict | None = None) -> Flask:
     app = Flask(__name__, instance_relative_config=True)
     app.config.update(config_from_env())
     app.config.update(config or {})
+    logs.init_app(app)  # first: every later line is structured and carries its request id
     # Secure cookies whenever Safaricom and staff reach us over https (always in production).
     app.config["SESSION_COOKIE_SECURE"] = app.config["PUBLIC_BASE_URL"].startswith("https://")
     if app.config["PROXY_HOPS"]:
@@ -49,6 +52,8 @@ def create_app(config: dict | None = None) -> Flask:
     payments_callbacks.init_app(app)
     payments_messages.init_app(app)
     jobs.init_app(app)
+    health.init_app(app)
+    jobs_views.init_app(app)
     app.cli.add_command(lenders_cli.group)
     app.cli.add_command(payments_cli.group)
 
