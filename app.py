@@ -20,6 +20,7 @@ from payments import jobs as payments_jobs  # noqa: F401 (registers its drains a
 from payments import messages as payments_messages
 from payments import monitoring as payments_monitoring  # noqa: F401 (registers its figures)
 from payments import quarantine as payments_quarantine  # noqa: F401 (routes)
+from payments import reconciliation_jobs  # noqa: F401 (registers its drain and jobs)
 from payments import views as payments_views
 
 

@@ -132,28 +132,4 @@ def rotate_keys() -> None:
     click.echo(f"re-encrypted {count} secret(s) under the first key")
 
 
-@group.command("import-statement")
-@click.argument("path", type=click.Path(exists=True, dir_okay=False))
-@click.option("--shortcode", "number", help="The paybill or till the statement is for.")
-@with_appcontext
-def import_statement_command(path: str, number: str | None) -> None:
-    """Reconcile an M-Pesa org-portal statement (CSV or XLSX); prints a JSON summary.
-    Credits no callback delivered are stored and matched like callbacks."""
-    from pathlib import Path
-
-    from lenders.jobs import wake
-    from payments.statements import import_statement
-
-    query = select(Shortcode)
-    if number:
-        query = query.where(Shortcode.number == number)
-    found = db.session.scalars(query).all()
-    if len(found) != 1:
-        raise click.ClickException(
-            f"no shortcode {number}" if number else "several shortcodes: name one with --shortcode"
-        )
-    summary = import_statement(db.session, Path(path), found[0])
-    db.session.commit()
-    if summary.new_payment_ids:
-        wake("payments")
-    click.echo(json.dumps(summary.as_json()))
+from payments import reconciliation_cli  # noqa: E402, F401 (import-statement, pull, reconciliation)

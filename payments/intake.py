@@ -311,6 +311,24 @@ def _store_new(
     return Stored("stored", row[0])
 
 
+def store_payments(session: Session, rows: list[dict]) -> dict[str, int]:
+    """Store many payments at once (statement and Pull Transactions gaps), in the caller's
+    transaction: one INSERT … ON CONFLICT DO NOTHING per batch, so a TransID already here
+    (a callback that came meanwhile) is left as it is. ``rows`` carry every column of
+    ``_PAYMENT_COLUMNS``. Returns {trans_id: id} of those stored now."""
+    if not rows:
+        return {}
+    dialect = session.get_bind().dialect.name
+    insert_ = (postgresql if dialect == "postgresql" else sqlite).insert
+    table = C2BPayment.__table__
+    statement = (
+        insert_(table)
+        .on_conflict_do_nothing(index_elements=["shortcode_id", "trans_id"])
+        .returning(table.c.trans_id, table.c.id)
+    )
+    return dict(session.execute(statement, rows).all())
+
+
 def flag_for_review(session: Session, payment: C2BPayment, why: str) -> None:
     """Put a payment in front of an admin. Money already posted stays posted."""
     before = {"status": payment.status}
