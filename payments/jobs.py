@@ -7,12 +7,15 @@ is lost with a job, a worker or Redis: whatever process runs the drains next fin
 
 from __future__ import annotations
 
+import logging
+
 from flask import current_app
 
 from lenders.book import activate_disbursed_loans
 from lenders.extensions import db
 from lenders.jobs import runner
 from lenders.web import nairobi_today
+from payments.batch_posting import BULK_FROM, post_batch
 from payments.monitoring import observe_postings
 from payments.processing import after_failure, claim_received_payments, post_claimed_payment
 from payments.sms import (
@@ -23,18 +26,29 @@ from payments.sms import (
 )
 from payments.sms_providers import provider_for
 
-PAYMENTS_BATCH = 100
+PAYMENTS_BATCH = 500
+log = logging.getLogger("marejesho.jobs")
 MESSAGES_BATCH = 10
 
 
 @runner.drain("payments", batch=PAYMENTS_BATCH)
 def post_received_payments(limit: int) -> int:
-    """Claim up to ``limit`` payments waiting in ``received``, then match and post each in a
-    transaction of its own, its receipt and notices written in the same transaction.
-    Returns how many were claimed."""
+    """Claim up to ``limit`` payments waiting in ``received``, then match and post them:
+    a backlog (BULK_FROM or more) in one transaction (payments/batch_posting.py), the rest,
+    and any the batch left, each in a transaction of its own; a payment's receipt and
+    notices are written in its posting's transaction. Returns how many were claimed."""
     ids = claim_received_payments(db.session, limit)
     db.session.commit()
-    for payment_id in ids:
+    left = ids
+    if len(ids) >= BULK_FROM:  # a backlog: the batch in one transaction
+        try:
+            _, left = post_batch(db.session, ids)
+            db.session.commit()
+        except Exception as exc:  # noqa: BLE001 - one by one then, each failure its own
+            db.session.rollback()
+            log.warning("batch of %s payments posted one by one instead: %s", len(ids), exc)
+            left = ids
+    for payment_id in left:
         try:
             post_claimed_payment(db.session, payment_id)
             db.session.commit()

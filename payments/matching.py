@@ -302,6 +302,11 @@ def find_payer(session: Session, msisdn: str, form: str, first_name: str) -> tup
             return None, f"payer {label}: no borrower with those digits is called {first_name}"
     else:
         return None, "the payment carries no usable MSISDN"
+    return payer_among(ids, label)
+
+
+def payer_among(ids: set[int], label: str) -> tuple[int | None, str]:
+    """The payer, when the phone names exactly one borrower; else why not."""
     if len(ids) > 1:
         return None, f"payer {label} is a phone shared by {len(ids)} borrowers"
     if not ids:
@@ -318,22 +323,35 @@ def payer_label(msisdn: str, form: str, first_name: str) -> str:
     return f"{shown} {first_name}".strip()
 
 
-def find_reference(session: Session, bill_ref: str):
-    """What the bill reference names: (loan facts, borrower id, description). A loan
-    first, then a national ID, then a registered phone; one query."""
-    key = reference_key(bill_ref)
-    if not key:
-        return None, None, ""
+def reference_inputs(bill_ref: str) -> tuple[str, str, str | None]:
+    """What a bill reference is looked up by: its reference key (loans), itself without
+    spaces (national IDs) and the phone it may be (None when it is none)."""
     compact = re.sub(r"\s", "", bill_ref)
     try:
         number = canonical_phone(bill_ref)
     except InvalidPhone:
         number = None  # names no phone (``number = NULL`` finds nothing)
-    loans, national_ids, phone_ids = [], [], set()
-    for kind, id, *loan in session.execute(
+    return reference_key(bill_ref), compact, number
+
+
+def find_reference(session: Session, bill_ref: str):
+    """What the bill reference names: (loan facts, borrower id, description). A loan
+    first, then a national ID, then a registered phone; one query."""
+    key, compact, number = reference_inputs(bill_ref)
+    if not key:
+        return None, None, ""
+    found = session.execute(
         _WHAT_A_REFERENCE_NAMES,
         {"key": key, "as_typed": compact, "capitals": compact.upper(), "number": number},
-    ):
+    )
+    return read_reference(found, compact, number)
+
+
+def read_reference(found, compact: str, number: str | None):
+    """The answer of ``find_reference`` from the rows ``_WHAT_A_REFERENCE_NAMES`` gives
+    (``kind, id, number, borrower_id, status, outstanding, next_due``)."""
+    loans, national_ids, phone_ids = [], [], set()
+    for kind, id, *loan in found:
         if kind == "loan":
             number_, borrower_id, status, outstanding, due = loan
             loans.append(

@@ -112,14 +112,26 @@ def receipt_for(session: Session, payment: C2BPayment, lender: str) -> Receipt |
     live = [r for r in payment.repayments if not r.reversed]
     if not live:
         return "nothing was posted"
-    loans = [session.get(Loan, r.loan_id) for r in live]
-    for loan in loans:
+    loans = {r.loan_id: session.get(Loan, r.loan_id) for r in live}
+    for loan in loans.values():
         session.refresh(loan)
-    first = loans[0]
-    # What the borrower owes next: the first loan of this posting that still owes.
-    owing = next((loan for loan in loans if loan.outstanding > 0), None)
-    nxt = owing.next_due if owing else None
     language = borrower.sms_language if borrower.sms_language in ("en", "sw") else "en"
+    key, body = receipt_text(
+        lambda k: template_text(session, k, language), lender, payment, live, loans, language
+    )
+    return Receipt(key, language, borrower.phones[0].number, body, borrower.id)
+
+
+def receipt_text(template, lender: str, payment, live, loans: dict, language: str):
+    """The receipt's template key and words for a payment (``amount``, ``trans_id``) whose
+    live repayments (``loan_id``, ``amount``, ``to_credit``) went to ``loans`` (by id:
+    ``number``, ``outstanding``, ``next_due`` as after the posting). ``template(key)`` gives
+    the template's text. Shared by the one-by-one posting and the drain's batches."""
+    ordered = [loans[r.loan_id] for r in live]
+    first = ordered[0]
+    # What the borrower owes next: the first loan of this posting that still owes.
+    owing = next((loan for loan in ordered if loan.outstanding > 0), None)
+    nxt = owing.next_due if owing else None
     if nxt is None:
         next_due = "Loan fully paid." if language == "en" else "Mkopo umelipwa wote."
     else:
@@ -133,7 +145,7 @@ def receipt_for(session: Session, payment: C2BPayment, lender: str) -> Receipt |
         )
     credit = sum((r.to_credit for r in live), Decimal("0.00"))
     allocations = ", ".join(
-        f"{session.get(Loan, r.loan_id).number} {format_kes(r.amount)}" for r in live if r.amount
+        f"{loans[r.loan_id].number} {format_kes(r.amount)}" for r in live if r.amount
     )
     key = "receipt_credit" if credit else ("receipt_spill" if len(live) > 1 else "receipt")
     variables = {
@@ -146,8 +158,7 @@ def receipt_for(session: Session, payment: C2BPayment, lender: str) -> Receipt |
         "allocations": allocations,
         "credit": format_kes(credit),
     }
-    body = render(template_text(session, key, language), variables)
-    return Receipt(key, language, borrower.phones[0].number, body, borrower.id)
+    return key, render(template(key), variables)
 
 
 # --- the steps the jobs take ----------------------------------------------------------
@@ -383,10 +394,7 @@ def notify_officers(session: Session, payment_id: int) -> int:
         if loan.officer_id and not repayment.reversed:
             officers.setdefault(loan.officer_id, []).append(loan.number)
     for officer_id, numbers in officers.items():
-        text = (
-            f"{payment.first_name or 'A borrower'} paid {format_kes(payment.amount)} "
-            f"({payment.trans_id}) to {', '.join(numbers)}"
-        )
+        text = payment_notice_text(payment, numbers)
         try:
             with session.begin_nested():
                 session.add(OfficerNotice(staff_id=officer_id, payment_id=payment_id, text=text))
@@ -394,6 +402,15 @@ def notify_officers(session: Session, payment_id: int) -> int:
         except IntegrityError:
             continue
     return made
+
+
+def payment_notice_text(payment, loan_numbers: list[str]) -> str:
+    """An officer's notice that a payment (``first_name``, ``amount``, ``trans_id``) landed
+    on their loans."""
+    return (
+        f"{payment.first_name or 'A borrower'} paid {format_kes(payment.amount)} "
+        f"({payment.trans_id}) to {', '.join(loan_numbers)}"
+    )
 
 
 def in_quiet_hours(settings: SmsSettings | None, now: datetime) -> bool:
