@@ -68,7 +68,9 @@ def backlog(shortcode, make_staff, make_borrower, make_loan):
         c2b_body(TransAmount="100.00", BillRefNumber="", MSISDN="254712345678"),  # credit only
         c2b_body(TransAmount="1000.00", BillRefNumber="", MSISDN="254722000111"),
         c2b_body(TransAmount="1000.00", BillRefNumber="", MSISDN=hashed),
-        c2b_body(TransAmount="300.00", BillRefNumber="", MSISDN="2547 ***** 222", FirstName="PETER"),
+        c2b_body(
+            TransAmount="300.00", BillRefNumber="", MSISDN="2547 ***** 222", FirstName="PETER"
+        ),
         c2b_body(TransAmount="300.00", BillRefNumber="", MSISDN="2547 ***** 222", FirstName="X"),
         c2b_body(TransAmount="250.00", BillRefNumber="LOAN-000301"),  # opted out
         c2b_body(TransAmount="250.00", BillRefNumber="LOAN-000401"),  # no phone
@@ -87,6 +89,7 @@ def snapshot() -> dict:
     """Every row posting writes, without ids and times (a repayment by its receipt and loan)."""
     s = db.session
     s.flush()
+    fresh = {"populate_existing": True}
     repayment_key = {
         r.id: (r.reference, r.loan_id, str(r.amount))
         for r in s.scalars(select(Repayment).order_by(Repayment.id))
@@ -114,7 +117,9 @@ def snapshot() -> dict:
         (
             a.action,
             a.entity_type,
-            a.entity_id if a.entity_type != "c2b_payment" else s.get(C2BPayment, int(a.entity_id)).trans_id,
+            a.entity_id
+            if a.entity_type != "c2b_payment"
+            else s.get(C2BPayment, int(a.entity_id)).trans_id,
             normal(a.before),
             normal(a.after),
             a.reason,
@@ -135,15 +140,17 @@ def snapshot() -> dict:
         "links": links,
         "installments": [
             (i.id, str(i.amount_paid))
-            for i in s.scalars(select(Installment).order_by(Installment.id).execution_options(populate_existing=True))
+            for i in s.scalars(
+                select(Installment).order_by(Installment.id).execution_options(**fresh)
+            )
         ],
         "loans": [
             (loan.number, str(loan.paid), loan.status)
-            for loan in s.scalars(select(Loan).order_by(Loan.id).execution_options(populate_existing=True))
+            for loan in s.scalars(select(Loan).order_by(Loan.id).execution_options(**fresh))
         ],
         "credit": [
             (b.id, str(b.credit))
-            for b in s.scalars(select(Borrower).order_by(Borrower.id).execution_options(populate_existing=True))
+            for b in s.scalars(select(Borrower).order_by(Borrower.id).execution_options(**fresh))
         ],
         "messages": sorted(
             (s.get(C2BPayment, m.payment_id).trans_id, m.kind, m.to_phone, m.body, m.status,

@@ -118,13 +118,27 @@ def test_daraja_masking_keeps_the_name_and_digits_for_matching(tmp_path):
 
 CASES = [
     # reason type, details, paid in, withdrawn, party, kind
-    ("Pay Bill Online", "Pay Bill from 2547...", "500", "", "254712345678 - JANE", "customer_payment"),
+    (
+        "Pay Bill Online",
+        "Pay Bill from 2547...",
+        "500",
+        "",
+        "254712345678 - JANE",
+        "customer_payment",
+    ),
     ("Pay Utility", "", "500", "", "254712345678 - JANE", "customer_payment"),
     ("Pay Utility with OD Online", "", "500", "", "2547****5678 - JANE", "customer_payment"),
     ("Pay Merchant", "", "500", "", "2547****5678 - JANE", "customer_payment"),
     ("Reversal", "Reversal of TK6AAA0001", "", "500", "254712345678 - JANE", "reversal"),
     ("Pay Bill Online", "", "-500", "", "254712345678 - JANE", "reversal"),  # negative Paid In
-    ("Organization Funds Transfer", "", "50000", "", "600111 - Demo Lender Ltd", "organisation_transfer"),
+    (
+        "Organization Funds Transfer",
+        "",
+        "50000",
+        "",
+        "600111 - Demo Lender Ltd",
+        "organisation_transfer",
+    ),
     ("Business Pay Bill", "", "2000", "", "600222 - Other Org", "organisation_transfer"),
     ("Business Payment to Customer via API", "", "", "-3000", "254712345678 - JANE", "b2c"),
     ("Salary Payment via API", "", "", "3000", "254712345678 - JANE", "b2c"),
