@@ -21,6 +21,7 @@ from payments import messages as payments_messages
 from payments import monitoring as payments_monitoring  # noqa: F401 (registers its figures)
 from payments import quarantine as payments_quarantine  # noqa: F401 (routes)
 from payments import reconciliation_jobs  # noqa: F401 (registers its drain and jobs)
+from payments import reconciliation_views as payments_reconciliation
 from payments import views as payments_views
 
 
@@ -50,6 +51,7 @@ def create_app(config: dict | None = None) -> Flask:
     app.register_blueprint(auth.bp)
     app.register_blueprint(lenders_views.bp)
     app.register_blueprint(payments_views.bp)
+    app.register_blueprint(payments_reconciliation.bp)
     payments_callbacks.init_app(app)
     payments_messages.init_app(app)
     jobs.init_app(app)
