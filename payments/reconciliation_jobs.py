@@ -95,7 +95,7 @@ def _park(line_id: int, error: str) -> None:
 def pull_registered_shortcodes() -> None:
     """Pull Transactions for each registered shortcode whose last try is older than
     PULL_EVERY_SECONDS (30 minutes by default), always inside Safaricom's 48 hours."""
-    from payments.pull import pull_and_record
+    from payments.pull import PullError, pull_and_record
 
     every = timedelta(seconds=current_app.config.get("PULL_EVERY_SECONDS", PULL_EVERY_SECONDS))
     due = datetime.now(UTC) - every
@@ -107,5 +107,9 @@ def pull_registered_shortcodes() -> None:
         if last is not None and last > due:
             continue
         shortcode = db.session.get(Shortcode, shortcode_id)
-        if shortcode is not None:
+        if shortcode is None:
+            continue
+        try:
             pull_and_record(db.session, shortcode, current_app.config)
+        except PullError:
+            continue  # kept on the registration, shown on the shortcode's page
