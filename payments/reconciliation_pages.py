@@ -100,16 +100,24 @@ def needing_a_person(session: Session, import_id: int, limit: int = 200) -> list
 
 
 def import_outcomes(session: Session, import_id: int) -> dict[str, int]:
-    """How the import's lines stand now (reversals settle after the summary)."""
+    """How the import's lines stand now: the drains post the gaps (``posting``: still
+    waiting in received) and apply the reversals (``pending``) after the summary is out."""
     from sqlalchemy import func
 
-    return dict(
+    found = dict(
         session.execute(
             select(StatementLine.outcome, func.count())
             .where(StatementLine.import_id == import_id)
             .group_by(StatementLine.outcome)
         ).all()
     )
+    found["posting"] = session.scalar(
+        select(func.count())
+        .select_from(StatementLine)
+        .join(C2BPayment, C2BPayment.id == StatementLine.payment_id)
+        .where(StatementLine.import_id == import_id, C2BPayment.status == "received")
+    )
+    return found
 
 
 def parse_day(text: str | None, default: date | None = None) -> date | None:
