@@ -352,16 +352,15 @@ def _write(session: Session, writes: _Writes, loans, people) -> None:
         payment_repayment,
         [{"payment_id": p, "repayment_id": ids[n]} for p, n in writes.links],
     )
-    touched = {
-        lid: loan
-        for lid, loan in loans.items()
-        if any(r["loan_id"] == lid for r in writes.repayments)
-    }
+    posted_to = {r["loan_id"] for r in writes.repayments}
+    touched = {lid: loan for lid, loan in loans.items() if lid in posted_to}
+    changed = {iid for parts in writes.allocations for iid, _ in parts}
     table = Installment.__table__
     installments = [
         {"_id": inst[0], "_paid": inst[4]}
         for loan in touched.values()
         for inst in loan.installments
+        if inst[0] in changed
     ]
     if installments:
         session.execute(

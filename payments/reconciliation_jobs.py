@@ -10,10 +10,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from lenders.extensions import db
 from lenders.jobs import is_transient, runner
+from lenders.monitoring import Figures, monitor
 from payments import reconciliation_models  # noqa: F401 (its tables are the app's)
 from payments.models import Shortcode
 from payments.reconciliation_models import PullRegistration, StatementImport, StatementLine
@@ -89,6 +90,16 @@ def _park(line_id: int, error: str) -> None:
     if line is not None and line.outcome == "pending":
         line.outcome, line.note = "review", f"could not be applied: {error}"[:500]
         db.session.commit()
+
+
+@monitor.figures("reconciliation")
+def reconciliation_figures(session, now: datetime) -> Figures:
+    """The reversals drain's depth (a partial index of pending lines), for /healthz,
+    /metrics and the jobs screen."""
+    pending = session.scalar(
+        select(func.count()).select_from(StatementLine).where(StatementLine.outcome == "pending")
+    )
+    return Figures(depths={"reversals": pending or 0})
 
 
 @runner.every(60, name="payments.pull_transactions")

@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 
 from payments.parsing import clean_text, msisdn_form
 from payments.statement_file import amount, moment
@@ -161,13 +162,16 @@ def _words_kind(text: str) -> str | None:
     return None
 
 
+_reason_kind = lru_cache(maxsize=512)(_words_kind)  # a statement has a handful of Reason Types
+
+
 def classify(
     status: str, reason: str, details: str, money_in: Decimal, money_out: Decimal, customer: bool
 ) -> tuple[str, str]:
     """The row's kind and, when it was not plain from its words, why it was taken so."""
     if status.strip().lower() not in COMPLETED:
         return "failed", f"status {status.strip()[:30]}"
-    kind = _words_kind(f" {reason} ".lower()) or _words_kind(f" {details} ".lower())
+    kind = _reason_kind(f" {reason} ".lower()) or _words_kind(f" {details} ".lower())
     if kind == "customer_payment" and money_out and not money_in:
         return "reversal", "money out on a customer payment's row: taken as its reversal"
     if kind is not None:
