@@ -84,9 +84,9 @@ def upload():
     """Keep the file, start its import as a job, and go to its progress. (A file over the
     app's MAX_CONTENT_LENGTH, 16 MB, is refused with 413 before this runs.)"""
     form = _upload_form()
-    shortcode = db.session.get(Shortcode, form.shortcode.data or 0)
-    if not form.validate() or shortcode is None or not form.file.data:
+    if not form.validate() or not form.file.data:  # the paybill among the choices, first
         return _index(form, "Choose the paybill and a statement file.", 422)
+    shortcode = db.session.get(Shortcode, form.shortcode.data)
     try:
         record = pages.queue_statement(
             db.session, shortcode, form.file.data.filename, form.file.data.read(),

@@ -56,6 +56,21 @@ POLICY = {
     "payments.callbacks": {"admin"},
     "jobs.index": {"admin"},
     "jobs.requeue": {"admin"},
+    **{
+        f"reconciliation.{name}": {"admin"}
+        for name in (
+            "index",
+            "upload",
+            "statement_import",
+            "day",
+            "sign_day_off",
+            "print_day",
+            "changed",
+            "pull_panel",
+            "register_pull",
+            "pull_now",
+        )
+    },  # fmt: skip
     "health.healthz": None,
     "health.prometheus_metrics": None,
     "sms.delivery_report": None,
