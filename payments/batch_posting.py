@@ -20,8 +20,7 @@ from decimal import Decimal
 from types import SimpleNamespace
 
 from flask import current_app
-from sqlalchemy import bindparam, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from lenders.jobs import wake_on_commit
@@ -36,6 +35,7 @@ from lenders.models import (
 )
 from lenders.schedule import allocate_oldest_first
 from payments.bulk_matching import gather_many
+from payments.bulk_sql import insert_rows, update_rows
 from payments.matching import BorrowerFacts, LoanFacts, MatchFacts, match_payment
 from payments.models import C2BPayment, OfficerNotice, Shortcode, SmsMessage, payment_repayment
 from payments.sms import payment_notice_text, receipt_text, template_text
@@ -232,7 +232,7 @@ def _decide(writes: _Writes, payment, decision, loans, people, now) -> None:
     before = {"status": "received", "rule": payment.rule, "borrower_id": payment.borrower_id}
     row = {
         "_id": payment.id, "status": "unmatched", "rule": None, "reason": decision.reason,
-        "borrower_id": decision.borrower_id, "credit": ZERO, "processed_at": now,
+        "borrower_id": decision.borrower_id, "credit": ZERO, "processed_at": now, "error": None,
     }  # fmt: skip
     entity = ("c2b_payment", str(payment.id))
     if not decision.matched:
@@ -319,16 +319,6 @@ def _receipt(session, writes, payment, decision, loans, people, lender, template
         writes.notices.append({"staff_id": officer_id, "payment_id": payment.id, "text": text})
 
 
-def _insert(session: Session, table, rows: list[dict], conflict: list[str] | None = None):
-    if not rows:
-        return
-    dialect = session.get_bind().dialect.name
-    statement = (postgresql if dialect == "postgresql" else sqlite).insert(table)
-    if conflict:
-        statement = statement.on_conflict_do_nothing(index_elements=conflict)
-    session.execute(statement, rows)
-
-
 def _write(session: Session, writes: _Writes, loans, people) -> None:
     """Everything the batch decided, a statement per table."""
     ids: list[int] = []
@@ -346,63 +336,33 @@ def _write(session: Session, writes: _Writes, loans, people) -> None:
         for n, parts in enumerate(writes.allocations)
         for iid, amount in parts
     ]
-    _insert(session, Allocation.__table__, allocations)
-    _insert(
-        session,
-        payment_repayment,
-        [{"payment_id": p, "repayment_id": ids[n]} for p, n in writes.links],
-    )
+    insert_rows(session, Allocation.__table__, allocations)
+    links = [{"payment_id": p, "repayment_id": ids[n]} for p, n in writes.links]
+    insert_rows(session, payment_repayment, links)
     posted_to = {r["loan_id"] for r in writes.repayments}
-    touched = {lid: loan for lid, loan in loans.items() if lid in posted_to}
     changed = {iid for parts in writes.allocations for iid, _ in parts}
-    table = Installment.__table__
     installments = [
-        {"_id": inst[0], "_paid": inst[4]}
-        for loan in touched.values()
-        for inst in loan.installments
+        {"id": inst[0], "amount_paid": inst[4]}
+        for lid in posted_to
+        for inst in loans[lid].installments
         if inst[0] in changed
     ]
-    if installments:
-        session.execute(
-            update(table)
-            .where(table.c.id == bindparam("_id"))
-            .values(amount_paid=bindparam("_paid")),
-            installments,
-        )
-    if touched:
-        table = Loan.__table__
-        session.execute(
-            update(table)
-            .where(table.c.id == bindparam("_id"))
-            .values(paid=bindparam("_paid"), status=bindparam("_status")),
-            [
-                {"_id": lid, "_paid": loan.paid, "_status": loan.status}
-                for lid, loan in touched.items()
-            ],
-        )
-    credit = [{"_id": bid, "_credit": p.credit + p.added} for bid, p in people.items() if p.added]
-    if credit:
-        table = Borrower.__table__
-        session.execute(
-            update(table).where(table.c.id == bindparam("_id")).values(credit=bindparam("_credit")),
-            credit,
-        )
-    if writes.payments:
-        table = C2BPayment.__table__
-        session.execute(
-            update(table)
-            .where(table.c.id == bindparam("_id"))
-            .values(
-                status=bindparam("status"),
-                rule=bindparam("rule"),
-                reason=bindparam("reason"),
-                borrower_id=bindparam("borrower_id"),
-                credit=bindparam("credit"),
-                processed_at=bindparam("processed_at"),
-                error=None,
-            ),  # fmt: skip
-            writes.payments,
-        )
+    update_rows(session, Installment.__table__, "id", installments)
+    balances = [
+        {"id": lid, "paid": loans[lid].paid, "status": loans[lid].status} for lid in posted_to
+    ]
+    update_rows(session, Loan.__table__, "id", balances)
+    credit = [{"id": bid, "credit": p.credit + p.added} for bid, p in people.items() if p.added]
+    update_rows(session, Borrower.__table__, "id", credit)
+    update_rows(
+        session,
+        C2BPayment.__table__,
+        "id",
+        [
+            {**{k: v for k, v in row.items() if k != "_id"}, "id": row["_id"]}
+            for row in writes.payments
+        ],
+    )
     for audit in writes.audits:
         if "_repayment" in audit:
             audit["after"] = audit["after"] | {"repayment_id": ids[audit.pop("_repayment")]}
@@ -410,6 +370,18 @@ def _write(session: Session, writes: _Writes, loans, people) -> None:
             audit["after"] = audit["after"] | {
                 "repayments": [ids[n] for n in audit.pop("_repayments")]
             }
-    _insert(session, AuditEvent.__table__, writes.audits)
-    _insert(session, SmsMessage.__table__, writes.messages, ["payment_id", "kind"])
-    _insert(session, OfficerNotice.__table__, writes.notices, ["staff_id", "payment_id", "kind"])
+    now = datetime.now(UTC)
+    insert_rows(session, AuditEvent.__table__, [a | {"at": now} for a in writes.audits])
+    defaults = {"attempts": 0, "created_at": now, "provider": None}
+    insert_rows(
+        session,
+        SmsMessage.__table__,
+        [defaults | m for m in writes.messages],
+        conflict=["payment_id", "kind"],
+    )
+    insert_rows(
+        session,
+        OfficerNotice.__table__,
+        [{"kind": "payment", "created_at": now} | n for n in writes.notices],
+        conflict=["staff_id", "payment_id", "kind"],
+    )

@@ -316,17 +316,16 @@ def store_payments(session: Session, rows: list[dict]) -> dict[str, int]:
     transaction: one INSERT … ON CONFLICT DO NOTHING per batch, so a TransID already here
     (a callback that came meanwhile) is left as it is. ``rows`` carry every column of
     ``_PAYMENT_COLUMNS``. Returns {trans_id: id} of those stored now."""
-    if not rows:
-        return {}
-    dialect = session.get_bind().dialect.name
-    insert_ = (postgresql if dialect == "postgresql" else sqlite).insert
-    table = C2BPayment.__table__
-    statement = (
-        insert_(table)
-        .on_conflict_do_nothing(index_elements=["shortcode_id", "trans_id"])
-        .returning(table.c.trans_id, table.c.id)
+    from payments.bulk_sql import insert_rows
+
+    found = insert_rows(
+        session,
+        C2BPayment.__table__,
+        rows,
+        conflict=["shortcode_id", "trans_id"],
+        returning=("trans_id", "id"),
     )
-    return dict(session.execute(statement, rows).all())
+    return dict(found)
 
 
 def flag_for_review(session: Session, payment: C2BPayment, why: str) -> None:

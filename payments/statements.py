@@ -16,11 +16,10 @@ from decimal import Decimal
 from pathlib import Path
 
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from lenders.book import record_audit
-from lenders.database import bind_converter
+from payments.bulk_sql import insert_rows
 from payments.disbursement_match import disbursements_by_receipt
 from payments.intake import flag_for_review, store_payments
 from payments.models import C2BPayment, Shortcode
@@ -340,52 +339,13 @@ class _Batch:
         }
 
     def _write_lines(self, lines: list[dict]) -> None:
-        if not lines:
-            return
-        written = executemany(self.session, _new_lines(self.session), lines)
-        self.summary.new_lines += max(written, 0)
-
-
-_LINE_INSERTS: dict[str, object] = {}
-
-
-def _new_lines(session: Session):
-    """INSERT … ON CONFLICT (shortcode, receipt, kind) DO NOTHING, in the session's dialect."""
-    dialect = session.get_bind().dialect.name
-    if dialect not in _LINE_INSERTS:
-        insert_ = (postgresql if dialect == "postgresql" else sqlite).insert
-        _LINE_INSERTS[dialect] = insert_(StatementLine.__table__).on_conflict_do_nothing(
-            index_elements=["shortcode_id", "receipt", "kind"]
+        written = insert_rows(
+            self.session,
+            StatementLine.__table__,
+            lines,
+            conflict=["shortcode_id", "receipt", "kind"],
         )
-    return _LINE_INSERTS[dialect]
-
-
-def executemany(session: Session, statement, rows: list[dict]) -> int:
-    """Run an INSERT for many rows on the driver's own executemany, in the session's
-    transaction: compiled once, each value through its column type's converter, without
-    SQLAlchemy building parameters row by row (a statement's 100,000 lines would spend
-    seconds there). Returns the driver's row count."""
-    connection = session.connection()
-    dialect = connection.dialect
-    keys = list(rows[0])
-    compiled = statement.compile(dialect=dialect, column_keys=keys)
-    order = compiled.positiontup or list(compiled.binds)
-    convert = [bind_converter(compiled.binds[name].type, dialect) for name in order]
-    params = [
-        [
-            c(row[k]) if c is not None and row[k] is not None else row[k]
-            for k, c in zip(order, convert, strict=True)
-        ]
-        for row in rows
-    ]
-    if compiled.positiontup is None:  # named parameters (psycopg)
-        params = [dict(zip(order, values, strict=True)) for values in params]
-    cursor = connection.connection.driver_connection.cursor()
-    try:
-        cursor.executemany(str(compiled), params)
-        return cursor.rowcount
-    finally:
-        cursor.close()
+        self.summary.new_lines += max(written, 0)
 
 
 def _other_account(book: str, statement: str) -> bool:
