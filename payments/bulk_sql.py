@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 
-from sqlalchemy import JSON, Table, bindparam, update
+from sqlalchemy import ARRAY, JSON, Table, any_, bindparam, update
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
 
@@ -25,6 +25,15 @@ def q(name: str) -> str:
 
 def _postgres(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
+
+
+def one_of(session: Session, column, values):
+    """``column IN (values)``; on PostgreSQL ``column = ANY(array)``: one parameter, and a
+    plan that does not grow with thousands of values."""
+    values = list(values)
+    if _postgres(session):
+        return column == any_(bindparam(None, values, type_=ARRAY(column.type)))
+    return column.in_(values)
 
 
 def _arrays(session: Session, table: Table, columns: list[str], rows: list[dict]):

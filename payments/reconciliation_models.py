@@ -56,6 +56,7 @@ LINE_OUTCOMES = (
 NEEDS_A_PERSON = ("differs", "review")
 IMPORT_STATUSES = ("queued", "running", "done", "failed")
 _PENDING_SQL = "outcome = 'pending'"
+_LINKED_SQL = "linked_receipt IS NOT NULL"
 
 
 class StatementImport(db.Model):
@@ -119,7 +120,13 @@ class StatementLine(db.Model):
         ),
         CheckConstraint("paid_in >= 0 AND withdrawn >= 0", name="amounts"),
         Index("ix_statement_line_shortcode_completed", "shortcode_id", "completed_at"),
-        Index("ix_statement_line_linked_receipt", "linked_receipt"),
+        # Only reversals link a receipt: a partial index, which the other lines never write.
+        Index(
+            "ix_statement_line_linked_receipt",
+            "linked_receipt",
+            sqlite_where=text(_LINKED_SQL),
+            postgresql_where=text(_LINKED_SQL),
+        ),
         Index("ix_statement_line_import_id", "import_id"),
         # The reversals drain's claim: lines waiting to reverse their payment.
         Index(

@@ -19,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from lenders.book import record_audit
-from payments.bulk_sql import insert_rows
+from payments.bulk_sql import insert_rows, one_of
 from payments.disbursement_match import disbursements_by_receipt
 from payments.intake import flag_for_review, store_payments
 from payments.models import C2BPayment, Shortcode
@@ -231,7 +231,10 @@ class _Batch:
                 C2BPayment.amount,
                 C2BPayment.bill_ref,
                 C2BPayment.status,
-            ).where(C2BPayment.shortcode_id == self.shortcode_id, C2BPayment.trans_id.in_(receipts))
+            ).where(
+                C2BPayment.shortcode_id == self.shortcode_id,
+                one_of(self.session, C2BPayment.trans_id, receipts),
+            )
         )
         return {trans_id: rest for trans_id, *rest in found}
 
@@ -270,7 +273,7 @@ class _Batch:
                 select(StatementLine.linked_receipt).where(
                     StatementLine.shortcode_id == self.shortcode_id,
                     StatementLine.kind == "reversal",
-                    StatementLine.linked_receipt.in_(receipts),
+                    one_of(self.session, StatementLine.linked_receipt, receipts),
                 )
             )
         )

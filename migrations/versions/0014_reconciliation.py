@@ -24,6 +24,7 @@ branch_labels = None
 depends_on = None
 
 _PENDING = sa.text("outcome = 'pending'")
+_LINKED = sa.text("linked_receipt IS NOT NULL")
 
 
 def upgrade():
@@ -129,7 +130,12 @@ def upgrade():
         unique=False,
     )
     op.create_index(
-        "ix_statement_line_linked_receipt", "statement_line", ["linked_receipt"], unique=False
+        "ix_statement_line_linked_receipt",
+        "statement_line",
+        ["linked_receipt"],
+        unique=False,
+        sqlite_where=_LINKED,
+        postgresql_where=_LINKED,
     )
     op.create_index("ix_statement_line_import_id", "statement_line", ["import_id"], unique=False)
     op.create_index(
