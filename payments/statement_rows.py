@@ -204,22 +204,21 @@ def _account_in(details: str) -> str:
 def read_row(line: int, cells: list[str], columns: dict[str, int]) -> Row:
     """One statement row; raises BadRow naming what could not be read."""
 
-    def cell(name: str) -> str:
-        at = columns.get(name)
-        return cells[at].strip() if at is not None and at < len(cells) else ""
+    width = len(cells)
+    cell = {name: cells[at].strip() for name, at in columns.items() if at < width}.get
 
-    receipt = cell("receipt").upper()
+    receipt = cell("receipt", "").upper()
     if not _TRANS_ID.match(receipt):
         raise BadRow(f"line {line}: no receipt number ({receipt[:20]!r})")
     money: dict[str, Decimal] = {}
     for name in ("paid_in", "withdrawn", "balance"):
         try:
-            money[name] = amount(cell(name))
+            money[name] = amount(cell(name, ""))
         except InvalidOperation:
             label = {"paid_in": "Paid In", "withdrawn": "Withdrawn", "balance": "Balance"}[name]
-            raise BadRow(f"line {line}: bad amount {cell(name)[:20]!r} in {label}") from None
+            raise BadRow(f"line {line}: bad amount {cell(name, '')[:20]!r} in {label}") from None
     try:
-        when = moment(cell("completed")) or moment(cell("initiated"))
+        when = moment(cell("completed", "")) or moment(cell("initiated", ""))
     except ValueError as exc:
         raise BadRow(f"line {line}: {exc}") from None
     signed_in, signed_out = money["paid_in"] or ZERO, money["withdrawn"] or ZERO
@@ -227,11 +226,11 @@ def read_row(line: int, cells: list[str], columns: dict[str, int]) -> Row:
     withdrawn = abs(signed_out) + (-signed_in if signed_in < 0 else ZERO)
     if paid_in and withdrawn:
         raise BadRow(f"line {line}: money both in and out on one row")
-    party = clean_text(cell("party"), 120)
+    party = clean_text(cell("party", ""), 120)
     number, names = split_party(party)
-    details, reason = clean_text(cell("details"), 200), clean_text(cell("reason"), 80)
+    details, reason = clean_text(cell("details", ""), 200), clean_text(cell("reason", ""), 80)
     kind, note = classify(
-        cell("status"), reason, details, paid_in, withdrawn, is_customer_number(number)
+        cell("status", ""), reason, details, paid_in, withdrawn, is_customer_number(number)
     )
     if kind != "failed" and not (paid_in or withdrawn):
         raise BadRow(f"line {line}: no amount in Paid In or Withdrawn")
@@ -245,8 +244,10 @@ def read_row(line: int, cells: list[str], columns: dict[str, int]) -> Row:
         paid_in=paid_in,
         withdrawn=withdrawn,
         balance=money["balance"],
-        linked_receipt=_linked(cell("linked"), details, receipt) if kind == "reversal" else None,
-        bill_ref=clean_text(cell("account") or _account_in(details), 64),
+        linked_receipt=_linked(cell("linked", ""), details, receipt)
+        if kind == "reversal"
+        else None,
+        bill_ref=clean_text(cell("account", "") or _account_in(details), 64),
         party=party,
         msisdn=number if is_customer_number(number) else "",
         payer_names=names,
