@@ -37,6 +37,7 @@ import argparse
 import csv
 import json
 import random
+import resource
 import subprocess
 import sys
 import tempfile
@@ -244,6 +245,12 @@ def record_half(url: str, bodies: list[dict], redis_url: str) -> float:
     return seconds
 
 
+def children_cpu() -> float:
+    """CPU seconds (user + system) of the finished child processes so far."""
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
+
+
 def timed(env: dict, *args: str, timeout: float) -> tuple[float, dict | None]:
     """Run a flask command; its wall seconds and the JSON object it printed, if any."""
     started = time.perf_counter()
@@ -341,12 +348,14 @@ def main(argv=None) -> int:
         print("redis-server is not installed: the drains would run inside the import command")
         return 1
     env["REDIS_URL"] = redis[1]  # wake-ups only: the posting is timed in a process of its own
+    cpu = {}
     try:
         drained = record_half(url, bodies, redis[1])
         print(
             f"  set-up: the recorded half posted by the payments drain in {drained:.1f} s "
             f"({len(bodies) / drained:,.0f} payments/s, one process, receipts not sent)"
         )
+        before = children_cpu()
         summary_at, summary = timed(
             env,
             "payments",
@@ -356,7 +365,9 @@ def main(argv=None) -> int:
             SHORTCODE,
             timeout=args.timeout,
         )
+        cpu["summary"], before = children_cpu() - before, children_cpu()
         posting = drained_by(env, args.workers, args.timeout)
+        cpu["posting"] = children_cpu() - before
     finally:
         stop(redis[0])
     if summary is None:
@@ -367,11 +378,12 @@ def main(argv=None) -> int:
     gaps = summary["gaps_filled"]
     print()
     bl.print_table(
-        ("phase", "seconds", "rate", "goal", "result"),
+        ("phase", "seconds", "CPU s", "rate", "goal", "result"),
         [
             (
                 "summary (read, classify, dedupe, store)",
                 f"{summary_at:.1f}",
+                f"{cpu['summary']:.1f}",
                 f"{len(rows) / summary_at:,.0f} rows/s",
                 f"< {GOAL_SUMMARY:.0f} s",
                 "PASS" if summary_at < GOAL_SUMMARY else "FAIL",
@@ -379,6 +391,7 @@ def main(argv=None) -> int:
             (
                 "gaps matched and posted, reversals applied",
                 f"{posting:.1f}",
+                f"{cpu['posting']:.1f}",
                 f"{gaps / posting:,.0f} gaps/s",
                 f"< {GOAL_POSTING:.0f} s",
                 "PASS" if posting < GOAL_POSTING else "FAIL",
