@@ -39,7 +39,7 @@ NOT_REPAYMENTS = ("organisation_transfer", "b2c", "charge", "settlement", "faile
 # What became of a line: customer payments are recorded (already in the book), gap (stored
 # now), gap_reversed (stored as reversed, never posted) or differs (recorded with another
 # amount or account: review); reversals wait (pending) for the reversals drain, then are
-# reversed, already (nothing to do) or review; B2C payouts are disbursement (matched) or
+# reversed or review (a person must look); B2C payouts are disbursement (matched) or
 # listed, like everything else that is not money for a loan.
 LINE_OUTCOMES = (
     "recorded",
@@ -48,7 +48,6 @@ LINE_OUTCOMES = (
     "differs",
     "pending",
     "reversed",
-    "already",
     "review",
     "disbursement",
     "listed",
