@@ -8,30 +8,19 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, current_app, flash, redirect, request, session, url_for
 from flask_login import current_user, login_user, logout_user
-from flask_wtf import FlaskForm
 from sqlalchemy import func, select
 from werkzeug.security import check_password_hash, generate_password_hash
-from wtforms import EmailField, PasswordField
-from wtforms.validators import DataRequired, Length
 
 from lenders.extensions import db, limiter, login_manager
+from lenders.forms import LoginForm
 from lenders.models import StaffUser
-from lenders.web import hx_redirect, public, render_page, roles, start_session
+from lenders.web import public, render_page, roles, start_session
 
 bp = Blueprint("auth", __name__)
 security_log = logging.getLogger("marejesho.security")
 # Checked when the e-mail is unknown, so that both failures take the same time.
 _DUMMY_HASH = generate_password_hash("not-a-real-password")
 BAD_LOGIN = "Email or password is incorrect."
-
-
-class LoginForm(FlaskForm):
-    email = EmailField("Email", validators=[DataRequired(), Length(max=254)])
-    password = PasswordField("Password", validators=[DataRequired(), Length(max=200)])
-
-
-class LogoutForm(FlaskForm):
-    """Empty: carries the CSRF token of the logout button."""
 
 
 @login_manager.user_loader
@@ -115,4 +104,4 @@ def logout():
     logout_user()
     session.clear()
     flash("You are logged out.")
-    return hx_redirect(url_for("auth.login"))
+    return redirect(url_for("auth.login"), code=303)

@@ -118,7 +118,7 @@ def test_a_reassigned_payment_shows_only_the_loan_it_is_on_now(
         data={"loan_number": right.number, "reason": "typed her sister's loan number"},
         token_from=f"/payments/{payment.id}",
     )
-    assert response.status_code == 204
+    assert response.status_code == 200 and response.headers["HX-Trigger"] == "payments-changed"
     db.session.expire_all()
 
     rows, cursor = reports.find_payments(db.session, officer, reports.TransactionFilter())

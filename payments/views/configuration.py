@@ -1,73 +1,29 @@
-"""Shortcode administration (admins only): settings, write-only credentials, sandbox or
-production, and the Daraja calls made from the page. Routes live on the payments area."""
+"""Configuration (/payments/configuration/, admins): the paybills and tills, each with its
+settings, write-only credentials, sandbox or production, and the Daraja calls made from
+its page."""
 
 from __future__ import annotations
 
 import logging
 
-from flask import abort, current_app, flash, request, url_for
+from flask import Blueprint, abort, current_app, flash, redirect, request, url_for
 from flask_login import current_user
-from flask_wtf import FlaskForm
 from sqlalchemy import func, select
-from wtforms import IntegerField, PasswordField, SelectField, StringField
-from wtforms.fields.choices import SelectChoice
-from wtforms.validators import NumberRange, Optional
 
 from lenders.extensions import db
-from lenders.web import hx_redirect, render_fragment, render_page, roles
+from lenders.forms import ActionForm
+from lenders.web import render_fragment, render_page, roles
 from payments import shortcodes as service
 from payments.credentials import credentials_status
 from payments.daraja import DarajaError, RequestRefused
 from payments.exports import shortcode_json
+from payments.forms import ShortcodeForm, TestPaymentForm
 from payments.models import C2BPayment, CallbackLog, Shortcode
-from payments.views import ActionForm, bp
 
+bp = Blueprint("configuration", __name__, url_prefix="/payments/configuration")
 log = logging.getLogger("marejesho.shortcodes")
-
-
-class ShortcodeForm(FlaskForm):
-    number = StringField("Shortcode number")
-    name = StringField("Name")
-    kind = SelectField(
-        "Kind",
-        choices=[SelectChoice("paybill", "Paybill"), SelectChoice("till", "Till (Buy Goods)")],
-    )
-    register_version = SelectField(
-        "Payer numbers",
-        choices=[SelectChoice("v2", "Masked (C2B v2)"), SelectChoice("v1", "Hashed (C2B v1)")],
-    )
-    amount_tolerance = StringField("Amount tolerance (KES)", default="10.00")
-    validation_policy = SelectField(
-        "Validation",
-        choices=[
-            SelectChoice("accept_all", "Accept every payment"),
-            SelectChoice("reject_unknown", "Reject accounts that name no loan or borrower"),
-        ],
-    )
-    allowed_ips = StringField("Allowed source addresses (optional, comma-separated)")
-    initiator_name = StringField("Initiator name")
-    # Write-only: rendered empty, stored encrypted, shown as "set".
-    consumer_key = PasswordField("Consumer key", render_kw={"autocomplete": "off"})
-    consumer_secret = PasswordField("Consumer secret", render_kw={"autocomplete": "off"})
-    passkey = PasswordField("Lipa na M-Pesa passkey", render_kw={"autocomplete": "off"})
-    initiator_password = PasswordField(
-        "Initiator password", render_kw={"autocomplete": "new-password"}
-    )
-
-    def to_input(self) -> service.ShortcodeInput:
-        return service.ShortcodeInput(
-            **{
-                name: (field.data or "")
-                for name, field in self._fields.items()
-                if name in service.ShortcodeInput.__dataclass_fields__
-            }
-        )
-
-
-class TestPaymentForm(FlaskForm):
-    amount = IntegerField("Amount (KES)", default=100, validators=[NumberRange(1, 150000)])
-    msisdn = StringField("Payer phone", default="254708374149")
-    bill_ref = StringField("Account", default="LOAN-000123", validators=[Optional()])
+INDEX = "payments/configuration/index.html"
+SHORTCODE = "payments/configuration/shortcode.html"
 
 
 def _shortcode_or_404(shortcode_id: int) -> Shortcode:
@@ -103,9 +59,9 @@ def _page(shortcode: Shortcode, form: ShortcodeForm | None = None, **extra):
     }
 
 
-@bp.get("/configuration/")
+@bp.get("/")
 @roles("admin")
-def configuration():
+def index():
     """Paybills and tills with their callback URLs and last callback, and a form for a new one."""
     shortcodes = db.session.scalars(select(Shortcode).order_by(Shortcode.number)).all()
     last = dict(
@@ -116,7 +72,7 @@ def configuration():
         ).all()
     )
     return render_page(
-        "payments/configuration.html",
+        INDEX,
         "content",
         shortcodes=shortcodes,
         last=last,
@@ -125,7 +81,7 @@ def configuration():
     )
 
 
-@bp.post("/configuration/shortcodes")
+@bp.post("/shortcodes")
 @roles("admin")
 def create_shortcode():
     """Add a paybill or till (sandbox first) with a fresh callback token."""
@@ -136,7 +92,7 @@ def create_shortcode():
         db.session.rollback()
         shortcodes = db.session.scalars(select(Shortcode).order_by(Shortcode.number)).all()
         return render_page(
-            "payments/configuration.html",
+            INDEX,
             "new_shortcode",
             form=form,
             errors=exc.errors,
@@ -145,19 +101,17 @@ def create_shortcode():
         ), 422
     db.session.commit()
     flash(f"Shortcode {shortcode.number} added in sandbox.")
-    return hx_redirect(url_for("payments.shortcode", shortcode_id=shortcode.id))
+    return redirect(url_for("configuration.shortcode", shortcode_id=shortcode.id), code=303)
 
 
-@bp.get("/configuration/shortcodes/<int:shortcode_id>")
+@bp.get("/shortcodes/<int:shortcode_id>")
 @roles("admin")
 def shortcode(shortcode_id: int):
     """One shortcode: settings, credentials (shown as set or not), actions."""
-    return render_page(
-        "payments/shortcode.html", "content", **_page(_shortcode_or_404(shortcode_id)), errors={}
-    )
+    return render_page(SHORTCODE, "content", **_page(_shortcode_or_404(shortcode_id)), errors={})
 
 
-@bp.post("/configuration/shortcodes/<int:shortcode_id>")
+@bp.post("/shortcodes/<int:shortcode_id>")
 @roles("admin")
 def update_shortcode(shortcode_id: int):
     """Save settings; empty secret fields keep what is stored."""
@@ -168,17 +122,17 @@ def update_shortcode(shortcode_id: int):
     except service.ShortcodeFormError as exc:
         db.session.rollback()
         return render_page(
-            "payments/shortcode.html",
+            SHORTCODE,
             "settings",
             **_page(_shortcode_or_404(shortcode_id), form),
             errors=exc.errors,
         ), 422
     db.session.commit()
     flash("Saved.")
-    return hx_redirect(url_for("payments.shortcode", shortcode_id=shortcode_id))
+    return redirect(url_for("configuration.shortcode", shortcode_id=shortcode_id), code=303)
 
 
-@bp.post("/configuration/shortcodes/<int:shortcode_id>/environment")
+@bp.post("/shortcodes/<int:shortcode_id>/environment")
 @roles("admin")
 def switch_environment(shortcode_id: int):
     """Switch sandbox/production; production asks for confirmation first."""
@@ -188,7 +142,7 @@ def switch_environment(shortcode_id: int):
     target = request.form.get("environment", "")
     if target == "production" and request.form.get("confirm") != "yes":
         return render_fragment(
-            "payments/shortcode.html", "environment", **_page(shortcode, confirm_production=True)
+            SHORTCODE, "environment", **_page(shortcode, confirm_production=True)
         )
     try:
         service.switch_environment(
@@ -201,14 +155,14 @@ def switch_environment(shortcode_id: int):
     except service.ShortcodeError as exc:
         db.session.rollback()
         return render_fragment(
-            "payments/shortcode.html",
+            SHORTCODE,
             "environment",
             **_page(_shortcode_or_404(shortcode_id), error=str(exc)),
             status=422,
         )
     db.session.commit()
     flash(f"Shortcode {shortcode.number} is now in {target}. Register its URLs there.")
-    return hx_redirect(url_for("payments.shortcode", shortcode_id=shortcode_id))
+    return redirect(url_for("configuration.shortcode", shortcode_id=shortcode_id), code=303)
 
 
 def _daraja_action(shortcode_id: int, work):
@@ -218,22 +172,20 @@ def _daraja_action(shortcode_id: int, work):
     try:
         message = work(shortcode)
         db.session.commit()
-        return render_fragment(
-            "payments/shortcode.html", "actions", **_page(shortcode, message=message)
-        )
+        return render_fragment(SHORTCODE, "actions", **_page(shortcode, message=message))
     except (service.ShortcodeError, DarajaError, RequestRefused) as exc:
         db.session.rollback()
         log.warning("daraja action on %s failed: %s", shortcode.number, type(exc).__name__)
         text = str(exc) if isinstance(exc, service.ShortcodeError) else service.explain(exc)
         return render_fragment(
-            "payments/shortcode.html",
+            SHORTCODE,
             "actions",
             **_page(_shortcode_or_404(shortcode_id), error=text),
             status=422,
         )
 
 
-@bp.post("/configuration/shortcodes/<int:shortcode_id>/register")
+@bp.post("/shortcodes/<int:shortcode_id>/register")
 @roles("admin")
 def register_urls(shortcode_id: int):
     """Register the callback URLs with Daraja and show its answer."""
@@ -245,14 +197,14 @@ def register_urls(shortcode_id: int):
     )
 
 
-@bp.post("/configuration/shortcodes/<int:shortcode_id>/test-payment")
+@bp.post("/shortcodes/<int:shortcode_id>/test-payment")
 @roles("admin")
 def test_payment(shortcode_id: int):
     """Sandbox only: ask Daraja to simulate a customer payment; it arrives below."""
     form = TestPaymentForm()
     if not form.validate():
         return render_fragment(
-            "payments/shortcode.html",
+            SHORTCODE,
             "actions",
             **_page(_shortcode_or_404(shortcode_id), error="Amount: a whole number of shillings."),
             status=422,
@@ -269,7 +221,7 @@ def test_payment(shortcode_id: int):
     )
 
 
-@bp.post("/configuration/shortcodes/<int:shortcode_id>/check")
+@bp.post("/shortcodes/<int:shortcode_id>/check")
 @roles("admin")
 def check_connection(shortcode_id: int):
     """Fetch a token and ask for the account balance."""
@@ -278,10 +230,8 @@ def check_connection(shortcode_id: int):
     return _daraja_action(shortcode_id, lambda s: service.check_connection(s, current_app.config))
 
 
-@bp.get("/configuration/shortcodes/<int:shortcode_id>/recent")
+@bp.get("/shortcodes/<int:shortcode_id>/recent")
 @roles("admin")
 def recent_payments(shortcode_id: int):
     """The shortcode's latest payments (polled while a test payment is on its way)."""
-    return render_fragment(
-        "payments/shortcode.html", "recent", **_page(_shortcode_or_404(shortcode_id))
-    )
+    return render_fragment(SHORTCODE, "recent", **_page(_shortcode_or_404(shortcode_id)))

@@ -1,0 +1,37 @@
+"""The payments back-office: one blueprint per area, each named like its URL and its
+template folder (``transactions`` answers at /payments/transactions/ from
+templates/payments/transactions/). The ``payments`` blueprint itself is one payment, at
+/payments/<id>, and the actions officers take on payments."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from payments.views import (
+    alerts,
+    configuration,
+    dashboard,
+    notices,
+    payment,
+    reassignments,
+    sms,
+    transactions,
+    unmatched,
+)
+
+AREAS = (
+    payment,
+    dashboard,
+    transactions,
+    unmatched,
+    reassignments,
+    alerts,
+    notices,
+    sms,
+    configuration,
+)
+
+
+def init_app(app: Flask) -> None:
+    for area in AREAS:
+        app.register_blueprint(area.bp)
