@@ -56,6 +56,55 @@ POLICY = {
     "c2b.confirmation": None,
     "c2b.validation": None,
 }
+# Every URL the app answers, as bookmarks, forms and Safaricom know them: moving a view to
+# another module or blueprint keeps its URL.
+URLS = {
+    ("GET", "/"),
+    ("GET", "/lenders/borrowers/"),
+    ("GET", "/lenders/borrowers/<int:borrower_id>"),
+    ("POST", "/lenders/borrowers/<int:borrower_id>/sms"),
+    ("GET", "/lenders/import"),
+    ("POST", "/lenders/import"),
+    ("GET", "/lenders/loans/<number>"),
+    ("GET", "/lenders/staff/"),
+    ("POST", "/lenders/staff/"),
+    ("POST", "/lenders/staff/<int:staff_id>/<any(deactivate, activate, end_sessions):action>"),
+    ("GET", "/login"),
+    ("POST", "/login"),
+    ("POST", "/logout"),
+    ("GET", "/payments/<int:payment_id>"),
+    ("POST", "/payments/<int:payment_id>/assign"),
+    ("POST", "/payments/<int:payment_id>/reassign"),
+    ("POST", "/payments/<int:payment_id>/rematch"),
+    ("GET", "/payments/alerts/"),
+    ("POST", "/payments/c2b/<token>/confirmation"),
+    ("POST", "/payments/c2b/<token>/validation"),
+    ("GET", "/payments/configuration/"),
+    ("POST", "/payments/configuration/shortcodes"),
+    ("GET", "/payments/configuration/shortcodes/<int:shortcode_id>"),
+    ("POST", "/payments/configuration/shortcodes/<int:shortcode_id>"),
+    ("POST", "/payments/configuration/shortcodes/<int:shortcode_id>/check"),
+    ("POST", "/payments/configuration/shortcodes/<int:shortcode_id>/environment"),
+    ("GET", "/payments/configuration/shortcodes/<int:shortcode_id>/recent"),
+    ("POST", "/payments/configuration/shortcodes/<int:shortcode_id>/register"),
+    ("POST", "/payments/configuration/shortcodes/<int:shortcode_id>/test-payment"),
+    ("GET", "/payments/dashboard/"),
+    ("GET", "/payments/notices/"),
+    ("POST", "/payments/notices/read"),
+    ("GET", "/payments/reassignments/"),
+    ("POST", "/payments/reassignments/<int:request_id>/<any(approve, reject):decision>"),
+    ("POST", "/payments/reprocess"),
+    ("POST", "/payments/settings/maker-checker"),
+    ("GET", "/payments/sms/"),
+    ("POST", "/payments/sms/<token>/delivery"),
+    ("GET", "/payments/sms/for/<any(payment, borrower):kind>/<int:item_id>"),
+    ("POST", "/payments/sms/preview"),
+    ("POST", "/payments/sms/provider"),
+    ("POST", "/payments/sms/templates"),
+    ("GET", "/payments/transactions/"),
+    ("GET", "/payments/transactions/export.csv"),
+    ("GET", "/payments/unmatched/"),
+}
 # Safaricom's callbacks, and nothing else, go without CSRF and login.
 CSRF_EXEMPT_BLUEPRINTS = {"c2b", "sms_callbacks"}  # and Africa's Talking's delivery reports
 
@@ -78,6 +127,10 @@ def test_every_endpoint_declares_who_may_reach_it(app: Flask):
         assert getattr(view, "allowed_roles", "missing") == (
             frozenset(POLICY[endpoint]) if POLICY[endpoint] else None
         ), endpoint
+
+
+def test_every_url_answers_where_it_always_has(app: Flask):
+    assert {(method, rule.rule) for rule, method in rules(app)} == URLS
 
 
 def rules(app):
