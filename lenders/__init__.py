@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from flask import Flask
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # importing the package loads no Flask (the Daraja client must not)
+    from flask import Flask
 
 
 def init_app(app: Flask) -> None:

@@ -107,11 +107,14 @@ def login_redirect():
     return redirect(url_for("auth.login", next=here), code=303)
 
 
+REDIRECTS = frozenset((301, 302, 303, 307, 308))
+
+
 def redirect_htmx(response):
     """After every request: a redirect answering an HTMX request becomes ``HX-Redirect``
     (204), so the browser loads the new page whole. The XHR would otherwise follow the
     redirect itself and swap the next page (the login form, say) into a table cell."""
-    if 300 <= response.status_code < 400 and request.headers.get("HX-Request") == "true":
+    if response.status_code in REDIRECTS and request.headers.get("HX-Request") == "true":
         response.headers["HX-Redirect"] = response.headers.pop("Location")
         response.status_code = 204
         response.set_data(b"")
