@@ -312,6 +312,9 @@ def test_matching_again_after_a_phone_is_added_posts_the_payment(
         BorrowerPhone(number=number, sha256=phone_sha256(number), masked_key=masked_key(number))
     )
     db.session.commit()
+    page = client.get("/payments/unmatched/").get_data(as_text=True)
+    assert payment.trans_id in page
+    assert '<div id="unmatched-queue" hx-get="/payments/unmatched/" ' in page
     token = client.csrf_token("/payments/unmatched/")
     response = client.post(
         "/payments/reprocess",
@@ -319,8 +322,14 @@ def test_matching_again_after_a_phone_is_added_posts_the_payment(
         headers={"HX-Request": "true"},
     )
     assert response.status_code == 200 and "posted" in response.get_data(as_text=True)
+    assert response.headers["HX-Trigger"] == "payments-changed"
     db.session.expire_all()
     assert db.session.get(C2BPayment, payment.id).status == "posted"
+    # the queue, refreshing itself on payments-changed, no longer holds it
+    queue = client.hx_get("/payments/unmatched/", headers={"HX-Target": "unmatched-queue"})
+    queue = queue.get_data(as_text=True)
+    assert queue.lstrip().startswith('<div id="unmatched-queue"') and "<html" not in queue
+    assert payment.trans_id not in queue and "Nothing waits" in queue
 
 
 def test_transactions_filter_by_phone_in_any_form_and_export_the_same_set(
