@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
+from functools import cache
 from urllib.parse import urlsplit
 
 from flask import Blueprint, current_app, flash, redirect, request, session, url_for
@@ -11,16 +13,24 @@ from flask_login import current_user, login_user, logout_user
 from sqlalchemy import func, select
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from lenders.config import PASSWORD_HASH_METHOD
 from lenders.extensions import db, limiter, login_manager
 from lenders.forms import LoginForm
-from lenders.models import StaffUser
+from lenders.models import StaffUser, password_hash_method
 from lenders.web import public, render_page, roles, start_session
 
 bp = Blueprint("auth", __name__)
 security_log = logging.getLogger("marejesho.security")
-# Checked when the e-mail is unknown, so that both failures take the same time.
-_DUMMY_HASH = generate_password_hash("not-a-real-password")
 BAD_LOGIN = "Email or password is incorrect."
+
+
+@cache
+def _dummy_hash(method: str) -> str:
+    """Checked when the e-mail is unknown, so that both failures take the same time."""
+    return generate_password_hash("not-a-real-password", method=method)
+
+
+_dummy_hash(PASSWORD_HASH_METHOD)  # made now, so that the first unknown e-mail is no slower
 
 
 @login_manager.user_loader
@@ -45,7 +55,7 @@ def authenticate(email: str, password: str) -> StaffUser | None:
     """The active staff user with this e-mail and password, or None (in constant work)."""
     user = find_staff(email)
     if user is None or not user.password_hash:
-        check_password_hash(_DUMMY_HASH, password)
+        check_password_hash(_dummy_hash(password_hash_method()), password)
         return None
     if not user.check_password(password) or not user.active:
         return None
@@ -66,6 +76,13 @@ def _count_failed_login(response) -> bool:
     return response.status_code != 303
 
 
+def _login_account() -> str:
+    """The account a login attempt names, as the limiter counts it (hashed: no typed text
+    in a storage key)."""
+    email = (request.form.get("email") or "").strip().lower()
+    return "account:" + hashlib.sha256(email.encode()).hexdigest()
+
+
 @bp.get("/login")
 @public
 def login():
@@ -77,7 +94,14 @@ def login():
 
 @bp.post("/login")
 @public
-@limiter.limit(lambda: current_app.config["LOGIN_RATE_LIMIT"], deduct_when=_count_failed_login)
+@limiter.limit(
+    lambda: current_app.config["LOGIN_RATE_LIMIT"],
+    key_func=_login_account,
+    deduct_when=_count_failed_login,
+)
+@limiter.limit(
+    lambda: current_app.config["LOGIN_ADDRESS_RATE_LIMIT"], deduct_when=_count_failed_login
+)
 def login_post():
     """Check the e-mail and password; on success start a fresh session (no fixation)."""
     form = LoginForm()

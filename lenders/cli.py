@@ -8,8 +8,11 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
+from lenders.csvfile import write_csv
+from lenders.exports import export_loans
 from lenders.extensions import db
-from lenders.importer import EMAIL, export_loans, import_loans, utf8_lines, write_csv
+from lenders.importer import import_loans
+from lenders.loanbook import EMAIL, utf8_lines
 from lenders.models import ROLES, StaffUser
 
 group = click.Group("lenders", help="The loan book and its staff.")

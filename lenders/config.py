@@ -6,6 +6,10 @@ from collections.abc import Mapping
 from pathlib import Path
 
 INSTANCE_DIR = Path(__file__).resolve().parent.parent / "instance"
+# werkzeug's scrypt (N=2**15, r=8, p=1): slow on purpose, so that a stolen table is slow to
+# crack. Only the tests' own configuration names a cheaper method; nothing reads it from the
+# environment.
+PASSWORD_HASH_METHOD = "scrypt"
 
 
 class ConfigError(RuntimeError):
@@ -64,12 +68,17 @@ def config_from_env(environ: Mapping[str, str] | None = None) -> dict:
         "SQLALCHEMY_ENGINE_OPTIONS": {
             "hide_parameters": True,
             "pool_pre_ping": not database.startswith("sqlite"),
+            # A database that does not answer is an outage to survive (the journal), not
+            # a reason to hold Safaricom's request for the operating system's TCP timeout.
+            **({"connect_args": {"connect_timeout": 3}} if database.startswith("postgres") else {}),
         },
         "REDIS_URL": env.get("REDIS_URL") or None,
         # Without REDIS_URL, a request's jobs run on its server process's job thread once
         # it is answered (False: inside the request, as the tests do).
         "JOBS_IN_BACKGROUND": True,
         "PUBLIC_BASE_URL": public_base_url,
+        # Where confirmations wait while the database is unreachable (payments/journal.py).
+        "JOURNAL_DIR": env.get("MAREJESHO_JOURNAL_DIR") or str(INSTANCE_DIR / "journal"),
         "MAREJESHO_ENCRYPTION_KEYS": env.get("MAREJESHO_ENCRYPTION_KEYS", ""),
         # Proxies in front of the app that append X-Forwarded-For; 0 trusts none.
         "PROXY_HOPS": int(env.get("MAREJESHO_PROXY_HOPS", "0")),
@@ -83,7 +92,11 @@ def config_from_env(environ: Mapping[str, str] | None = None) -> dict:
         "SESSION_ABSOLUTE_HOURS": 12,
         # The token lives as long as the session, which has its own timeouts.
         "WTF_CSRF_TIME_LIMIT": None,
+        # Failed logins: per account (from any address), and per address (over every
+        # account it tries), so guesses at one account do not lock out a colleague's.
         "LOGIN_RATE_LIMIT": "10 per 5 minutes",
+        "LOGIN_ADDRESS_RATE_LIMIT": "30 per 5 minutes",
+        "PASSWORD_HASH_METHOD": PASSWORD_HASH_METHOD,
         "RATELIMIT_STORAGE_URI": env.get("REDIS_URL") or "memory://",
         "RATELIMIT_HEADERS_ENABLED": True,
         "DEBUG": False,

@@ -11,7 +11,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from lenders.book import post_repayment, write_off_loan
-from lenders.importer import REQUIRED_COLUMNS, import_loans
+from lenders.importer import import_loans
+from lenders.loanbook import REQUIRED_COLUMNS
 from lenders.models import Loan, StaffUser
 from lenders.web import nairobi_today
 

@@ -8,7 +8,7 @@ from wtforms import BooleanField, EmailField, PasswordField, SelectField, String
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, Regexp
 
-from lenders.importer import EMAIL
+from lenders.loanbook import EMAIL
 
 
 class ActionForm(FlaskForm):

@@ -7,6 +7,7 @@ import secrets
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
+from flask import current_app, has_app_context
 from flask_login import UserMixin
 from sqlalchemy import (
     JSON,
@@ -29,6 +30,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from sqlalchemy.orm.attributes import set_committed_value
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from lenders.config import PASSWORD_HASH_METHOD
 from lenders.extensions import db
 from lenders.phones import name_key
 from lenders.references import reference_key
@@ -39,6 +41,13 @@ ZERO = Decimal("0.00")
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def password_hash_method() -> str:
+    """The app's PASSWORD_HASH_METHOD: scrypt, unless a test's configuration says otherwise."""
+    if has_app_context():
+        return current_app.config.get("PASSWORD_HASH_METHOD", PASSWORD_HASH_METHOD)
+    return PASSWORD_HASH_METHOD
 
 
 class UTCDateTime(db.TypeDecorator):
@@ -94,7 +103,7 @@ class StaffUser(UserMixin, db.Model):
         return f"{self.id}:{self.session_token}"
 
     def set_password(self, password: str) -> None:
-        self.password_hash = generate_password_hash(password)
+        self.password_hash = generate_password_hash(password, method=password_hash_method())
         self.end_sessions()
 
     def check_password(self, password: str) -> bool:
@@ -427,3 +436,19 @@ class Setting(db.Model):
 
     def __repr__(self) -> str:
         return f"<Setting {self.key}>"
+
+
+class ScheduledJob(db.Model):
+    """The lease of one periodic job: the process whose write moves ``due_at`` on runs this
+    interval's turn (lenders/jobs.py). Also what the admins' jobs screen shows."""
+
+    __tablename__ = "scheduled_job"
+
+    name: Mapped[str] = mapped_column(String(120), primary_key=True)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    error: Mapped[str | None] = mapped_column(Text)
+
+    def __repr__(self) -> str:
+        return f"<ScheduledJob {self.name} due {self.due_at:%H:%M:%S}>"

@@ -17,18 +17,19 @@ def parse_amount(text, *, allow_zero: bool = True) -> Decimal:
     try:
         value = Decimal(str(text).strip().replace(",", ""))
     except InvalidOperation as exc:
-        raise InvalidAmount(f"{text!r} is not an amount") from exc
+        raise InvalidAmount(f"{str(text)[:20]!r} is not an amount") from exc
     if not value.is_finite():
-        raise InvalidAmount(f"{text!r} is not an amount")
+        raise InvalidAmount(f"{str(text)[:20]!r} is not an amount")
     if value < 0:
         raise InvalidAmount(f"{text!r} is negative")
+    # Before quantize, which cannot hold 1e9999999 in two places (InvalidOperation).
+    if value >= Decimal("1e12"):
+        raise InvalidAmount(f"{str(text)[:20]!r} is too large")
     if value != value.quantize(CENT):
-        raise InvalidAmount(f"{text!r} has more than two decimal places")
+        raise InvalidAmount(f"{str(text)[:20]!r} has more than two decimal places")
     if not allow_zero and value == 0:
         raise InvalidAmount("the amount must be more than zero")
-    if value >= Decimal("1e12"):
-        raise InvalidAmount(f"{text!r} is too large")
-    return value.quantize(CENT)
+    return value.quantize(CENT) + 0  # + 0: no "-0.00"
 
 
 def format_kes(value) -> str:

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from lenders.models import AuditEvent, Borrower, BorrowerPhone, Loan, Repayment, StaffUser
 from lenders.phones import InvalidPhone, canonical_phone
+from lenders.text import like_escaped
 
 PAGE_SIZE = 25
 
@@ -31,7 +32,7 @@ def _visible_borrowers(viewer: StaffUser) -> Select:
 
 
 def _like(text: str) -> str:
-    return "%" + re.sub(r"([\\%_])", r"\\\1", text) + "%"
+    return "%" + like_escaped(text) + "%"
 
 
 def find_borrowers(
@@ -66,7 +67,9 @@ def find_borrowers(
                     BorrowerPhone.number.like(_like(digits), escape="\\"),
                 )
             )
-        loan_match = exists().where(Loan.borrower_id == Borrower.id, Loan.number.ilike(q))
+        loan_match = exists().where(
+            Loan.borrower_id == Borrower.id, Loan.number.ilike(like_escaped(q), escape="\\")
+        )
         conditions.append(loan_match)
         query = query.where(or_(*conditions))
     if after_id is not None:

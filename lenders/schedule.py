@@ -24,6 +24,14 @@ def due_dates(disbursed_on: date, count: int, frequency: str) -> list[date]:
     raise ValueError(f"unknown frequency {frequency!r}")
 
 
+def last_due_date(disbursed_on: date, count: int, frequency: str) -> date:
+    """The last installment's due date, without building the schedule. Raises
+    OverflowError or ValueError when it falls after 31 December 9999."""
+    if frequency == "weekly":
+        return disbursed_on + timedelta(days=7 * count)
+    return add_months(disbursed_on, count)
+
+
 def installment_amounts(total: Decimal, count: int) -> list[Decimal]:
     """``count`` equal amounts rounded down to the cent; the last takes the remainder."""
     if count < 1:

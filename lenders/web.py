@@ -24,12 +24,18 @@ from flask.sessions import SecureCookieSessionInterface
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError
 from jinja2_fragments.flask import render_block as _render_block
+from werkzeug.exceptions import BadRequest
+from werkzeug.routing import IntegerConverter
 
 from lenders.extensions import login_manager
 from lenders.money import format_kes
 
 NAIROBI = ZoneInfo("Africa/Nairobi")
 security_log = logging.getLogger("marejesho.security")
+# Sent by a page's own timed refresh (hx-headers on the polling element): no person acted.
+BACKGROUND_POLL = "X-Marejesho-Poll"
+# Ids are PostgreSQL integers: a larger number names nothing (and would overflow a query).
+MAX_ID = 2**31 - 1
 
 
 def roles(*allowed: str):
@@ -86,9 +92,58 @@ def _session_is_fresh() -> bool:
     absolute = timedelta(hours=current_app.config["SESSION_ABSOLUTE_HOURS"]).total_seconds()
     if now - seen > idle or now - started > absolute:
         return False
-    if now - seen > 60:  # write the cookie at most once a minute
-        session["seen_at"] = now
+    # A page refreshing itself is not a person at work: it must not keep an idle session.
+    if now - seen > 60 and not request.headers.get(BACKGROUND_POLL):
+        session["seen_at"] = now  # the cookie is written at most once a minute
     return True
+
+
+class UnreadableInput(BadRequest):
+    """A request carrying a NUL: no form sends one, and no database stores one."""
+
+    description = (
+        "The address or the form holds a character that cannot be read (a NUL byte). "
+        "Retype what you were looking for."
+    )
+
+
+def refuse_unreadable_input() -> None:
+    """Before every staff request (callbacks read their own body): a NUL in the path, the
+    query string, a form field or an uploaded file's name is refused with 400, before any
+    view can hand it to the database (PostgreSQL answers a NUL in a string with an error,
+    so a 500)."""
+    if request.path.startswith(StaffSessions.callbacks):
+        return
+    values = [*(request.view_args or {}).values()]
+    for part in (request.args, request.form if request.method == "POST" else {}):
+        values += [key for key in part] + [v for key in part for v in part.getlist(key)]
+    if request.method == "POST":  # an upload's field and file names are input too
+        values += [*request.files, *(f.filename for f in request.files.values())]
+    if any("\x00" in value for value in values if isinstance(value, str)):
+        raise UnreadableInput()
+
+
+def _unreadable_page(error: UnreadableInput):
+    return render_template(
+        "error.html", code=400, title="Input cannot be read", message=error.description
+    ), 400
+
+
+class IdConverter(IntegerConverter):
+    """``<int:…>`` in every URL: at most MAX_ID, so a longer number is a 404, not a query
+    that overflows."""
+
+    def __init__(self, map, fixed_digits=0, min=None, max=MAX_ID, signed=False):
+        super().__init__(map, fixed_digits=fixed_digits, min=min, max=max, signed=signed)
+
+
+def parse_id(text: str | None) -> int | None:
+    """An id typed into a form or a query string (``before``, ``borrower_id``), or None for
+    anything else: ASCII digits only (``int("²")`` raises), at most MAX_ID."""
+    if not text or not text.isascii() or not text.isdigit() or len(text) > 10:
+        return None
+    value = int(text)
+    return value if value <= MAX_ID else None
 
 
 def start_session() -> None:
@@ -212,10 +267,15 @@ class StaffSessions(SecureCookieSessionInterface):
 
 
 def init_app(app: Flask) -> None:
-    """Staff sessions, the closed-by-default check, the answer hooks, error pages and the
-    template filters. Call after the extensions are bound."""
+    """Staff sessions, the ``<int:…>`` converter (IdConverter), the refusal of unreadable
+    input, the closed-by-default check, the answer hooks, error pages and the template
+    filters. Call after the extensions are bound and before any blueprint is registered
+    (their ``<int:…>`` rules take the converter when they are added)."""
     app.session_interface = StaffSessions()
+    app.url_map.converters["int"] = IdConverter
     login_manager.unauthorized_handler(login_redirect)
+    app.before_request(refuse_unreadable_input)
+    app.register_error_handler(UnreadableInput, _unreadable_page)
     app.before_request(close_by_default)
     app.after_request(redirect_htmx)
     app.after_request(add_security_headers)

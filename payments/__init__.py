@@ -1,4 +1,5 @@
-"""M-Pesa: callbacks, matching, processing jobs, Daraja client and emulator, statements, SMS."""
+"""M-Pesa: callbacks, matching, processing jobs, the Daraja client (`daraja/`), statements,
+SMS; and, never imported by the rest, the local Daraja emulator (`emulator/`)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,13 @@ if TYPE_CHECKING:  # importing the package loads no Flask (the Daraja client mus
 
 def init_app(app: Flask) -> None:
     """The payments back-office's screens, Safaricom's callbacks, Africa's Talking's
-    delivery reports, the in-process job runner and the ``flask payments`` commands.
-    Call after the extensions are bound: the callbacks skip the staff-only hooks."""
-    from payments import callbacks, cli, jobs, sms_callbacks, views
+    delivery reports, the ``flask payments`` commands, and the package's drains and
+    periodic jobs registered with the job runner (lenders/jobs.py). Call after the
+    extensions are bound: the callbacks skip the staff-only hooks."""
+    from payments import callbacks, cli, sms_callbacks, views
+    from payments import jobs as _jobs  # noqa: F401 (registers its drains and periodic jobs)
 
     views.init_app(app)
     sms_callbacks.init_app(app)
     callbacks.init_app(app)
-    jobs.init_app(app)
     app.cli.add_command(cli.group)

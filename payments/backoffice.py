@@ -30,6 +30,32 @@ def _reason(reason: str | None) -> str:
     return text[:500]
 
 
+def refuse_outside_portfolio(
+    session: Session, actor: StaffUser, plan: tuple[tuple[int, object], ...]
+) -> None:
+    """An officer's action lands only on loans of their own portfolio (DESIGN.md,
+    "Portfolios"): a plan that would post to another officer's loan, an overpayment's
+    spill included, is refused and left to an admin. Admins place money anywhere."""
+    if actor.is_admin or not plan:
+        return
+    loan_ids = [loan_id for loan_id, _ in plan]
+    officers = dict(
+        session.execute(select(Loan.id, Loan.officer_id).where(Loan.id.in_(loan_ids))).all()
+    )
+    if all(officers.get(loan_id) == actor.id for loan_id in loan_ids):
+        return
+    if officers.get(loan_ids[0]) != actor.id:
+        raise BackofficeError(
+            "the matching order puts this payment on a loan outside your portfolio: "
+            "an admin must place it"
+        )
+    first = session.get(Loan, loan_ids[0])
+    raise BackofficeError(
+        f"the payment is more than {first.number} owes, and the rest would spill to the "
+        "borrower's loan outside your portfolio: an admin must place it"
+    )
+
+
 def _loan_facts(session: Session, loan: Loan):
     facts = borrower_facts(session, loan.borrower_id)
     chosen = next((f for f in facts.active_loans if f.id == loan.id), None)
@@ -72,6 +98,7 @@ def assign_payment(
         said = f"assigned by {actor.name} to {facts.name} ({picked.rule.replace('_', ' ')}): {why}"
     else:
         raise BackofficeError("choose a borrower or a loan")
+    refuse_outside_portfolio(session, actor, plan)
     apply_decision(session, payment, Decision("manual", said, facts.id, plan), actor=actor)
     return payment
 
@@ -113,14 +140,21 @@ def move_payment(
     session: Session, payment: C2BPayment, loan: Loan, *, actor: StaffUser, why: str
 ) -> C2BPayment:
     """Reverse every live posting of ``payment`` and post it to ``loan`` (spilling as
-    matching would), in the caller's one transaction."""
+    matching would), in the caller's one transaction. An officer moves only money that
+    sits in their portfolio, to loans in it."""
+    live = [r for r in payment.repayments if not r.reversed]
+    if not actor.is_admin and any(r.loan.officer_id != actor.id for r in live):
+        raise BackofficeError(
+            "part of this payment sits on a loan outside your portfolio: an admin must move it"
+        )
     facts, chosen = _loan_facts(session, loan)
+    plan = spill_plan(chosen, facts, payment.amount)
+    refuse_outside_portfolio(session, actor, plan)
     before = payment_snapshot(payment) | {"repayments": [r.id for r in payment.repayments]}
     for repayment in list(payment.repayments):
         if not repayment.reversed:
             reverse_repayment(session, repayment, actor=actor, reason=f"reassigned: {why}")
     said = f"reassigned by {actor.name} to loan {loan.number}: {why}"
-    plan = spill_plan(chosen, facts, payment.amount)
     apply_decision(session, payment, Decision("manual", said, facts.id, plan), actor=actor)
     record_audit(
         session,
@@ -145,6 +179,8 @@ def reassign_payment(
     if len(live) == 1 and live[0].loan_id == loan.id and live[0].to_credit == 0:
         raise BackofficeError(f"the payment is already on loan {loan.number}")
     _loan_facts(session, loan)  # refuse a loan that cannot take money, before anything
+    if not actor.is_admin and loan.officer_id != actor.id:
+        raise BackofficeError(f"loan {loan.number} is outside your portfolio")
     if not actor.is_admin and maker_checker_on(session):
         pending = session.scalar(
             select(ReassignmentRequest).where(
@@ -216,5 +252,7 @@ def rematch_payment(session: Session, payment_id: int, *, actor: StaffUser) -> C
     payment = claim_payment(session, payment_id, ASSIGNABLE)
     if payment is None:
         raise BackofficeError("only unmatched or failed payments are matched again")
-    apply_decision(session, payment, decide(session, payment), actor=actor)
+    decision = decide(session, payment)
+    refuse_outside_portfolio(session, actor, decision.plan)
+    apply_decision(session, payment, decision, actor=actor)
     return payment

@@ -18,9 +18,9 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from lenders.database import Prepared
 from lenders.extensions import csrf, db
+from lenders.jobs import wake
 from lenders.web import public
-from payments import intake
-from payments.jobs import enqueue, process_payment_job
+from payments import intake, journal
 from payments.models import CallbackLog, Shortcode
 
 bp = Blueprint("c2b", __name__, url_prefix="/payments/c2b")
@@ -42,21 +42,35 @@ KEPT_HEADERS = {
 
 
 class RedactCallbackTokens(logging.Filter):
-    """Access logs show /payments/c2b/***/confirmation (and SMS delivery reports' URL):
-    the tokens are secrets."""
+    """Access and error logs show /payments/c2b/***/confirmation (and the SMS delivery
+    reports' URL): the tokens are secrets, and so is any long hex run (a token, a hashed
+    phone) elsewhere in the line. The record's arguments keep their shape: gunicorn's
+    access log formats a dict of atoms by name, werkzeug's a tuple by position, and a
+    record that can no longer be formatted is printed whole, token and all, while its
+    access line is lost."""
 
-    pattern = re.compile(r"(/payments/(?:c2b|sms)/)[^/\s]+")
+    pattern = re.compile(r"(/payments/(?:c2b|sms)/)[^/\s?\"]+")
+    hex_run = re.compile(r"(?<![0-9A-Fa-f])[0-9A-Fa-f]{32,}(?![0-9A-Fa-f])")
+
+    def redact(self, text: str) -> str:
+        return self.hex_run.sub("***", self.pattern.sub(r"\1***", text))
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.args:
-            record.args = tuple(
-                self.pattern.sub(r"\1***", a) if isinstance(a, str) else a
-                for a in (record.args if isinstance(record.args, tuple) else (record.args,))
-            )
+        args = record.args
+        if isinstance(args, dict):  # in place: gunicorn's atoms answer "-" for what is absent
+            for key, value in args.items():
+                if isinstance(value, str):
+                    args[key] = self.redact(value)
+        elif isinstance(args, tuple):
+            record.args = tuple(self.redact(a) if isinstance(a, str) else a for a in args)
         if isinstance(record.msg, str):
-            record.msg = self.pattern.sub(r"\1***", record.msg)
+            record.msg = self.redact(record.msg)
         return True
 
+
+# Where a request's path is logged: the development server's and gunicorn's access logs,
+# gunicorn's "Error handling request <uri>", and Flask's "Exception on <path>" (app.logger).
+REDACTED_LOGS = ("werkzeug", "gunicorn.access", "gunicorn.error")
 
 # Extensions that serve staff only: rate limits (on the login form), Flask-Login's remember
 # cookie, CSRF. Safaricom's callbacks carry money and are guarded by their token, never a
@@ -92,8 +106,7 @@ def init_app(app) -> None:
     app.register_blueprint(bp)
     spare_callbacks_staff_hooks(app)
     app.register_error_handler(405, _wrong_method)
-    for name in ("werkzeug", "gunicorn.access"):
-        logger = logging.getLogger(name)
+    for logger in (*map(logging.getLogger, REDACTED_LOGS), app.logger):
         if not any(isinstance(f, RedactCallbackTokens) for f in logger.filters):
             logger.addFilter(RedactCallbackTokens())
 
@@ -141,26 +154,42 @@ def _shortcode_changed(*_args) -> None:
     _changes[0] += 1
 
 
-def find_shortcode(token: str):
+def find_shortcode(token: str, *, fresh: bool = False):
     """The shortcode whose callback token this is (compared in constant time): a plain row
     of what a callback needs, not the model, whose encrypted credentials would be
     decrypted on every callback. Only real shortcodes are remembered (a few), never a
-    wrong token."""
+    wrong token. While the database is unreachable, the last known row answers (from this
+    process, or from the journal for a process started during the outage)."""
     if not _TOKEN.fullmatch(token or ""):  # before any query: no NUL reaches the driver
         return None
     known = current_app.extensions.setdefault("marejesho.shortcodes", {})
     now = time.monotonic()
     remembered = known.get(token)
-    if remembered and remembered[0] == _changes[0] and now - remembered[1] < SHORTCODE_TTL:
+    if (
+        not fresh
+        and remembered
+        and remembered[0] == _changes[0]
+        and now - remembered[1] < SHORTCODE_TTL
+    ):
         return remembered[2]
-    with db.engine.connect() as connection:
-        cursor = _SHORTCODE_BY_TOKEN.run(connection, {"token": token})
-        row = cursor.fetchone()
-        cursor.close()
+    try:
+        with db.engine.connect() as connection:
+            cursor = _SHORTCODE_BY_TOKEN.run(connection, {"token": token})
+            row = cursor.fetchone()
+            cursor.close()
+    except Exception as exc:
+        if not journal.database_unreachable(exc, db.engine.dialect):
+            raise
+        last = remembered[2] if remembered else journal.remembered_shortcode(token)
+        if last is None:
+            raise
+        return last
     shortcode = CallbackShortcode(*row) if row else None
     if shortcode is None or not hmac.compare_digest(shortcode.callback_token, token):
         known.pop(token, None)
         return None
+    if not remembered or remembered[2] != shortcode:
+        journal.remember_shortcode(shortcode)
     known[token] = (_changes[0], now, shortcode)
     return shortcode
 
@@ -200,24 +229,28 @@ def gatekeep(token: str):
 @bp.post("/<token>/confirmation")
 @public
 def confirmation(token: str):
-    """Store the payment (or the unreadable body), commit, then process it; Safaricom hears
-    "Accepted" only once the payment is in the database. The request's transaction is on a
+    """Store the payment (or the unreadable body), commit, then wake the workers; Safaricom
+    hears "Accepted" only once the payment is in the database. The request's transaction is on a
     pooled connection of its own, not the ORM session: two INSERTs need no unit of work."""
     shortcode, refusal = gatekeep(token)
     if refusal:
         return refusal
     environ = request.environ
     headers = {k: environ[key][:200] for k, key in KEPT_HEADERS.items() if key in environ}
-    stored = intake.store_confirmation(
-        db.engine, shortcode, read_body(), source_ip=request.remote_addr, headers=headers
-    )
+    body = read_body()
+    try:
+        stored = intake.store_confirmation(
+            db.engine, shortcode, body, source_ip=request.remote_addr, headers=headers
+        )
+    except Exception as exc:
+        if not journal.database_unreachable(exc, db.engine.dialect):
+            raise
+        # On this host's disk before Safaricom hears "Accepted"; replayed once the
+        # database answers. If the journal cannot take it either, the answer is 503.
+        journal.keep(shortcode, body, source_ip=request.remote_addr, headers=headers)
+        return current_app.response_class(_ACKNOWLEDGED_JSON, mimetype="application/json")
     if stored.needs_processing:
-        try:
-            enqueue(process_payment_job, stored.payment_id)
-        except Exception:  # noqa: BLE001 - stored and acknowledged; the sweeper retries
-            logging.getLogger("marejesho.jobs").exception(
-                "could not enqueue payment %s; it waits in received", stored.payment_id
-            )
+        wake("payments")  # a hint: the workers also poll for payments in received
     return current_app.response_class(_ACKNOWLEDGED_JSON, mimetype="application/json")
 
 

@@ -10,10 +10,9 @@ from flask import current_app
 from flask.cli import with_appcontext
 from sqlalchemy import select
 
+from lenders.csvfile import write_csv
 from lenders.extensions import db
-from lenders.importer import write_csv
 from payments.exports import shortcode_json, transaction_rows
-from payments.jobs import sweep_queued_messages, sweep_received_payments
 from payments.models import Shortcode
 
 group = click.Group("payments", help="M-Pesa shortcodes, callbacks and payments.")
@@ -72,12 +71,31 @@ def shortcodes(as_json: bool) -> None:
 @group.command("sweep")
 @with_appcontext
 def sweep() -> None:
-    """Re-enqueue payments stuck in ``received``."""
-    count = sweep_received_payments()
-    click.echo(f"re-enqueued {count} payment(s)")
-    messages = sweep_queued_messages()
+    """Post the payments waiting in ``received`` and send the queued messages, here and now
+    (the workers do the same on their own; this is for cron without a worker, or a person)."""
+    from lenders.jobs import run_drains
+
+    app = current_app._get_current_object()
+    count = run_drains(app, ["payments"])
+    click.echo(f"processed {count} payment(s) waiting in received")
+    messages = run_drains(app, ["messages"])
     if messages:
-        click.echo(f"re-sent {messages} queued receipt(s)")
+        click.echo(f"sent {messages} queued message(s)")
+
+
+@group.command("replay-journal")
+@click.argument("path", required=False, type=click.Path(exists=True, dir_okay=False))
+@with_appcontext
+def replay_journal_command(path: str | None) -> None:
+    """Store the confirmations journalled during a database outage (this host's journal, or
+    FILE: a journal copied from another host). The server processes do this on their own
+    every few seconds; this is for a journal whose host is gone."""
+    from pathlib import Path
+
+    from payments.journal import replay, waiting
+
+    count = replay(Path(path) if path else None)
+    click.echo(f"replayed {count} confirmation(s); {waiting() if not path else 0} still waiting")
 
 
 @group.command("export-transactions")
@@ -102,59 +120,16 @@ def load_demo() -> None:
     db.session.commit()
 
 
-@group.command("demo-traffic")
-@click.option("--every", default=5.0, show_default=True, help="Seconds between payments.")
-@click.option("--count", type=int, default=None, help="Stop after this many (default: never).")
-@click.option("--seed", type=int, default=None)
-@with_appcontext
-def demo_traffic(every: float, count: int | None, seed: int | None) -> None:
-    """Send realistic confirmations for the demo paybill to this app's callback URL."""
-    from sqlalchemy.orm import Session
-
-    from payments.demo import send_demo_traffic
-
-    if current_app.config["ENV_NAME"] == "production":
-        raise click.ClickException("demo traffic is never sent in production")
-    engine = db.engine
-    send_demo_traffic(
-        lambda: Session(engine),
-        current_app.config["PUBLIC_BASE_URL"],
-        every=every,
-        count=count,
-        seed=seed,
-        echo=click.echo,
-    )
-
-
 @group.command("rotate-keys")
 @with_appcontext
 def rotate_keys() -> None:
-    """Re-encrypt every stored credential under the first MAREJESHO_ENCRYPTION_KEYS key.
-    Then the old keys can be removed from the list."""
-    from payments.credentials import rotate_credentials
+    """Re-encrypt every stored secret (every encrypted column of every model) under the
+    first MAREJESHO_ENCRYPTION_KEYS key. Then the old keys can be removed from the list."""
+    from lenders.vault import rotate_keys as rotate
 
-    count = rotate_credentials(db.session)
+    count = rotate(db.session, db.metadata)
     db.session.commit()
     click.echo(f"re-encrypted {count} secret(s) under the first key")
-
-
-@group.command("emulator")
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=5055, show_default=True, type=int)
-@click.option(
-    "--config",
-    "config_file",
-    type=click.File("r"),
-    help="A JSON object of settings over the emulator's defaults (apps, delays, faults).",
-)
-@with_appcontext
-def emulator(host: str, port: int, config_file) -> None:
-    """Run the local Daraja emulator (sandbox only; never in production)."""
-    from payments.daraja.emulator import serve
-
-    if current_app.config["ENV_NAME"] == "production":
-        raise click.ClickException("the Daraja emulator never runs in production")
-    serve(host, port, json.load(config_file) if config_file else None)
 
 
 @group.command("import-statement")
@@ -166,7 +141,7 @@ def import_statement_command(path: str, number: str | None) -> None:
     Credits no callback delivered are stored and matched like callbacks."""
     from pathlib import Path
 
-    from payments.jobs import enqueue, process_payment_job
+    from lenders.jobs import wake
     from payments.statements import import_statement
 
     query = select(Shortcode)
@@ -179,6 +154,6 @@ def import_statement_command(path: str, number: str | None) -> None:
         )
     summary = import_statement(db.session, Path(path), found[0])
     db.session.commit()
-    for payment_id in summary.new_payment_ids:
-        enqueue(process_payment_job, payment_id)
+    if summary.new_payment_ids:
+        wake("payments")
     click.echo(json.dumps(summary.as_json()))

@@ -1,32 +1,25 @@
-"""The demo paybill and a stream of realistic confirmations for it, so that a newcomer
-running ``make run`` sees payments arrive: sloppy references, IDs and phones typed as the
-account, hashed and masked MSISDNs, and payers nobody knows."""
+"""The demo paybill, so that a newcomer running ``make run`` has a shortcode to watch.
+
+Its credentials are those of the local Daraja emulator's default app (``make run`` starts
+the emulator; ``payments/emulator/`` knows these values and reads them from here) and
+Safaricom's published sandbox test credentials (REFERENCE §5). The traffic that pays it
+lives with the emulator (``payments/emulator/demo_traffic.py``): nothing here sends
+anything."""
 
 from __future__ import annotations
 
-import random
-import time
-from datetime import datetime
-from decimal import Decimal
-from zoneinfo import ZoneInfo
-
-import requests
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from lenders.models import Loan
-from lenders.phones import phone_sha256
-from payments.daraja.emulator_payloads import receipt
-from payments.daraja.emulator_state import (
-    DEFAULT_CONSUMER_KEY,
-    DEFAULT_CONSUMER_SECRET,
-    DEFAULT_INITIATOR,
-    SANDBOX_PASSKEY,
-)
 from payments.models import Shortcode
 
 DEMO_SHORTCODE = "600984"
-NAIROBI = ZoneInfo("Africa/Nairobi")
+# The emulator's default Daraja app: not secrets, they open nothing but the local emulator.
+DEMO_CONSUMER_KEY = "marejesho-emulator-key"
+DEMO_CONSUMER_SECRET = "marejesho-emulator-secret"
+# Safaricom's sandbox passkey and initiator (REFERENCE §5), public test values.
+SANDBOX_PASSKEY = "bfb279f9aa9bdbcf158e97dd71a467cd2e0c893059b10f78e6b72ada1ed2c919"
+SANDBOX_INITIATOR = ("testapi", "Safaricom999!*!")
 
 
 def load_demo_shortcode(session: Session) -> Shortcode:
@@ -39,116 +32,12 @@ def load_demo_shortcode(session: Session) -> Shortcode:
             kind="paybill",
             environment="sandbox",
             register_version="v2",
-            # the local Daraja emulator's sandbox app, which make run starts
-            consumer_key=DEFAULT_CONSUMER_KEY,
-            consumer_secret=DEFAULT_CONSUMER_SECRET,
+            consumer_key=DEMO_CONSUMER_KEY,
+            consumer_secret=DEMO_CONSUMER_SECRET,
             passkey=SANDBOX_PASSKEY,
-            initiator_name=DEFAULT_INITIATOR[0],
-            initiator_password=DEFAULT_INITIATOR[1],
+            initiator_name=SANDBOX_INITIATOR[0],
+            initiator_password=SANDBOX_INITIATOR[1],
         )
         session.add(shortcode)
         session.flush()
     return shortcode
-
-
-def sloppy(number: str, rng: random.Random) -> str:
-    digits = str(int("".join(ch for ch in number if ch.isdigit()) or "0"))
-    return rng.choice(
-        [
-            number,
-            number.lower(),
-            f"loan {digits}",
-            f"LOAN{digits.zfill(6)}",
-            digits,
-            f"Loan-{digits}",
-            f" {number} ",
-        ]
-    )
-
-
-def demo_confirmation(session: Session, rng: random.Random) -> dict:
-    """One confirmation as Daraja v2 would send it for the demo book."""
-    now = datetime.now(NAIROBI)
-    loan = rng.choice(
-        list(
-            session.scalars(
-                select(Loan).where(Loan.status == "active").order_by(Loan.id).limit(200)
-            )
-        )
-        or [None]
-    )
-    borrower = loan.borrower if loan else None
-    phone = borrower.phones[0].number if borrower and borrower.phones else "254700000000"
-    first = borrower.name.split()[0].upper() if borrower else "PAYER"
-    amount = Decimal(rng.choice([200, 500, 1000, 1500, 2500, 3000]))
-    if loan is not None and rng.random() < 0.3:
-        amount = (loan.outstanding / max(1, len(loan.installments))).quantize(Decimal("1"))
-    scenario = rng.random()
-    bill_ref, msisdn = "", f"{phone[:4]} ***** {phone[-3:]}"
-    if scenario < 0.45 and loan:
-        bill_ref = sloppy(loan.number, rng)
-    elif scenario < 0.55 and borrower:
-        bill_ref = borrower.national_id
-    elif scenario < 0.65:
-        bill_ref = "0" + phone[3:]
-    elif scenario < 0.75:
-        msisdn = phone_sha256(phone)
-    elif scenario < 0.8 and loan:  # a typo: two digits swapped, for the suggestions
-        digits = str(int("".join(ch for ch in loan.number if ch.isdigit()) or "0"))
-        if len(digits) > 1:
-            i = rng.randrange(len(digits) - 1)
-            digits = digits[:i] + digits[i + 1] + digits[i] + digits[i + 2 :]
-        bill_ref, msisdn, first = f"LOAN-{digits}", "2547 ***** 000", "RELATIVE"
-    elif scenario < 0.85:
-        bill_ref, msisdn, first = (
-            rng.choice(["rent", "school fees", "x", ""]),
-            "2547 ***** 000",
-            "VISITOR",
-        )
-    else:
-        bill_ref = rng.choice(["", "mkopo", "pay"])
-    return {
-        "TransactionType": "Pay Bill",
-        "TransID": receipt(now),
-        "TransTime": now.strftime("%Y%m%d%H%M%S"),
-        "TransAmount": f"{max(amount, Decimal(10)):.2f}",
-        "BusinessShortCode": DEMO_SHORTCODE,
-        "BillRefNumber": bill_ref,
-        "InvoiceNumber": "",
-        "OrgAccountBalance": f"{rng.randrange(10_000, 900_000)}.00",
-        "ThirdPartyTransID": "",
-        "MSISDN": msisdn,
-        "FirstName": first,
-    }
-
-
-def send_demo_traffic(
-    session_factory,
-    base_url: str,
-    *,
-    every: float,
-    count: int | None,
-    seed: int | None = None,
-    echo=print,
-) -> int:
-    """POST demo confirmations to our own callback URL until ``count`` are sent."""
-    rng = random.Random(seed)
-    sent = 0
-    while count is None or sent < count:
-        with session_factory() as session:
-            token = session.scalar(
-                select(Shortcode.callback_token).where(Shortcode.number == DEMO_SHORTCODE)
-            )
-            body = demo_confirmation(session, rng)
-        url = f"{base_url}/payments/c2b/{token}/confirmation"
-        try:
-            answer = requests.post(url, json=body, timeout=10)
-            echo(
-                f"demo payment {body['TransID']} KES {body['TransAmount']} "
-                f"ref {body['BillRefNumber']!r}: {answer.status_code}"
-            )
-            sent += 1
-        except requests.ConnectionError:
-            echo("demo traffic: the app is not up yet")
-        time.sleep(every)
-    return sent

@@ -1,9 +1,8 @@
-"""The transactions CSV (CONTRACT §6): masked MSISDNs only."""
+"""The transactions CSV (CONTRACT §6): masked MSISDNs only; written by lenders.csvfile."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Select, select
@@ -43,12 +42,9 @@ def shown_msisdn(payment: C2BPayment, phones_by_hash: dict[str, str]) -> str:
     return ""
 
 
-def iso_nairobi(value: datetime) -> str:
-    return value.astimezone(NAIROBI).isoformat(timespec="seconds")
-
-
-def transaction_rows(session: Session, query: Select | None = None) -> Iterator[list[str]]:
-    """Header, then one row per payment of ``query`` (all payments by default)."""
+def transaction_rows(session: Session, query: Select | None = None) -> Iterator[list]:
+    """Header, then one row per payment of ``query`` (all payments by default), for
+    ``lenders.csvfile``: amounts as Decimal, the time in Nairobi, text as stored."""
     query = query if query is not None else select(C2BPayment).order_by(C2BPayment.id)
     query = query.options(
         selectinload(C2BPayment.repayments).selectinload(Repayment.loan),
@@ -74,14 +70,14 @@ def transaction_rows(session: Session, query: Select | None = None) -> Iterator[
             yield [
                 p.trans_id,
                 p.shortcode.number,
-                iso_nairobi(p.trans_time),
-                f"{p.amount:.2f}",
+                p.trans_time.astimezone(NAIROBI),
+                p.amount,
                 shown_msisdn(p, phones),
                 p.bill_ref,
                 p.status,
                 p.rule or "",
                 allocations,
-                f"{sum((r.to_credit for r in live), start=p.credit * 0):.2f}",
+                sum((r.to_credit for r in live), start=p.credit * 0),
                 p.reason or p.error or "",
             ]
 

@@ -4,8 +4,7 @@ shortcode's settings, the SMS provider and templates."""
 from __future__ import annotations
 
 from dataclasses import fields
-from datetime import datetime
-from decimal import Decimal, InvalidOperation
+from datetime import date, datetime
 
 from flask_wtf import FlaskForm
 from wtforms import (
@@ -22,6 +21,7 @@ from wtforms import (
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, NumberRange, Optional, Regexp
 
+from lenders.money import InvalidAmount, parse_amount
 from payments import shortcodes
 from payments.models import PAYMENT_STATUSES, RULES
 from payments.reports import TransactionFilter
@@ -40,32 +40,37 @@ def _one_of(choices: tuple[str, ...]):
     return lambda value: value if value in choices else ""
 
 
+FIRST_DAY, LAST_DAY = date(1900, 1, 1), date(2999, 12, 31)
+
+
 class AmountFilter(DecimalField):
-    """An amount, thousands commas allowed ("1,500"); anything else is no filter."""
+    """An amount as ``parse_amount`` reads one (thousands commas allowed, "1,500"); anything
+    else (negative, more than two decimals, too large, not a number) is no filter."""
 
     def process_formdata(self, valuelist):
         self.data = None
         if valuelist:
             try:
-                value = Decimal(valuelist[0].replace(",", ""))
-            except InvalidOperation:
+                self.data = parse_amount(valuelist[0])
+            except InvalidAmount:
                 return
-            self.data = value if value.is_finite() else None
 
     def _value(self):
         return "" if self.data is None else str(self.data)
 
 
 class DayFilter(DateField):
-    """A day as the date input sends it (YYYY-MM-DD); anything else is no filter."""
+    """A day as the date input sends it (YYYY-MM-DD) between FIRST_DAY and LAST_DAY;
+    anything else is no filter."""
 
     def process_formdata(self, valuelist):
         self.data = None
         if valuelist:
             try:
-                self.data = datetime.strptime(valuelist[0], "%Y-%m-%d").date()
+                found = datetime.strptime(valuelist[0], "%Y-%m-%d").date()
             except ValueError:
                 return
+            self.data = found if FIRST_DAY <= found <= LAST_DAY else None
 
     def _value(self):
         return self.data.isoformat() if self.data else ""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 
 from sqlalchemy import Connection, Engine, insert, select
@@ -111,7 +112,13 @@ UNREADABLE_TIME = "TransTime was unreadable; time of receipt used"
 
 
 def store_confirmation(
-    engine: Engine, shortcode, body: bytes, *, source_ip: str | None, headers: dict
+    engine: Engine,
+    shortcode,
+    body: bytes,
+    *,
+    source_ip: str | None,
+    headers: dict,
+    received_at: datetime | None = None,
 ) -> Stored:
     """A confirmation's request: keep what ``record_confirmation`` keeps, and commit. The
     usual confirmation (a new TransID, or a body that is not a notice) is two INSERTs on
@@ -123,7 +130,13 @@ def store_confirmation(
     pooled = engine.raw_connection()
     try:
         outcome = _store_new(
-            engine.dialect, pooled.driver_connection, shortcode, body, source_ip, headers
+            engine.dialect,
+            pooled.driver_connection,
+            shortcode,
+            body,
+            source_ip,
+            headers,
+            received_at,
         )
         if isinstance(outcome, Stored):
             pooled.commit()
@@ -192,11 +205,13 @@ def _record_repeat(connection: Connection, shortcode, notice: C2BNotice, entry: 
     return Stored("conflict", existing.id)
 
 
-def _log_entry(shortcode, body: bytes, source_ip: str | None, headers: dict) -> dict:
+def _log_entry(
+    shortcode, body: bytes, source_ip: str | None, headers: dict, received_at=None
+) -> dict:
     return {
         "shortcode_id": shortcode.id,
         "kind": "confirmation",
-        "received_at": utcnow(),
+        "received_at": received_at or utcnow(),
         "source_ip": source_ip,
         "headers": headers,
         "body": body.decode("utf-8", errors="replace").replace("\x00", "\ufffd"),
@@ -207,12 +222,12 @@ def _log_entry(shortcode, body: bytes, source_ip: str | None, headers: dict) -> 
 
 
 def _store_new(
-    dialect, driver, shortcode, body, source_ip, headers
+    dialect, driver, shortcode, body, source_ip, headers, received_at=None
 ) -> Stored | tuple[C2BNotice, dict]:
     """Keep a body that is not a C2B notice (quarantined), or a new payment and its log
     line, on a DB-API connection in its transaction. When the TransID is already there,
     nothing was written: the notice and its log entry come back for ``_record_repeat``."""
-    entry = _log_entry(shortcode, body, source_ip, headers)
+    entry = _log_entry(shortcode, body, source_ip, headers, received_at)
     try:
         notice = parse_c2b(body)
         if notice.short_code and notice.short_code != shortcode.number:

@@ -151,6 +151,8 @@ class C2BPayment(db.Model):
     last_name: Mapped[str] = mapped_column(String(80), default="")
 
     status: Mapped[str] = mapped_column(String(12), default="received")
+    # A worker's lease on a payment waiting in received (payments.processing).
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     rule: Mapped[str | None] = mapped_column(String(16))
     reason: Mapped[str | None] = mapped_column(Text)
     borrower_id: Mapped[int | None] = mapped_column(ForeignKey("borrower.id"))
@@ -219,6 +221,13 @@ class SmsMessage(db.Model):
             name="status",
         ),
         Index("ix_sms_message_provider_message_id", "provider_message_id"),
+        # The messages drain's claim: queued messages, oldest first.
+        Index(
+            "ix_sms_message_queued",
+            "id",
+            sqlite_where=text("status = 'queued'"),
+            postgresql_where=text("status = 'queued'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -234,6 +243,7 @@ class SmsMessage(db.Model):
     provider_message_id: Mapped[str | None] = mapped_column(String(80))
     attempts: Mapped[int] = mapped_column(default=0)
     error: Mapped[str | None] = mapped_column(Text)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # after a failure
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

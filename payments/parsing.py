@@ -11,11 +11,11 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from zoneinfo import ZoneInfo
 
+from lenders.text import plain_text
+
 NAIROBI = ZoneInfo("Africa/Nairobi")
 MAX_AMOUNT = Decimal("999999999.99")
 _TRANS_ID = re.compile(r"^[A-Za-z0-9]{4,32}$")
-# Control characters (NUL, CR, LF) and lone surrogates, which no database will store.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
 _HEX64 = re.compile(r"^[0-9a-fA-F]{64}$")
 _MASKED = re.compile(r"^(\d{3,9})\s*\*+\s*(\d{2,4})$")
 _TRANS_TIME = re.compile(r"\d{14}")
@@ -44,12 +44,14 @@ class C2BNotice:
 
 
 def clean_text(value, limit: int) -> str:
-    """A display-safe string: numbers become text, control characters (NUL, CR, LF) go."""
+    """A display-safe string: numbers become text, and hidden characters go (NUL, CR and
+    LF, lone surrogates, bidi overrides, zero-width and line separators: see lenders.text),
+    so a payer's name is stored and shown as it reads."""
     if value.__class__ is str and value.isprintable():  # most fields: nothing to remove
         return value.strip()[:limit]
     if value is None or isinstance(value, (dict, list, bool)):
         return ""
-    return _CONTROL.sub("", str(value)).strip()[:limit]
+    return plain_text(str(value)).strip()[:limit]
 
 
 def parse_amount(value, field: str = "TransAmount") -> Decimal:

@@ -17,6 +17,7 @@ from lenders.database import bind_converter, result_converter
 from lenders.models import Borrower, BorrowerPhone, Installment, Loan, Repayment, StaffUser
 from lenders.phones import InvalidPhone, canonical_phone, phone_sha256
 from lenders.references import reference_key
+from lenders.text import like_escaped
 from payments.models import C2BPayment, CallbackLog, Shortcode, payment_repayment
 
 NAIROBI = ZoneInfo("Africa/Nairobi")
@@ -38,12 +39,14 @@ def nairobi_day(session: Session, column):
 
 
 def in_portfolio(viewer: StaffUser):
-    """Payments posted to the viewer's loans (officers), or every payment (admins)."""
+    """Payments that sit on the viewer's loans now (officers), or every payment (admins).
+    A reversed posting does not count: a payment moved to another officer's loan is theirs."""
     if viewer.is_admin:
         return literal(True)
     return exists().where(
         payment_repayment.c.payment_id == C2BPayment.id,
         Repayment.id == payment_repayment.c.repayment_id,
+        Repayment.reversed_at.is_(None),
         Loan.id == Repayment.loan_id,
         Loan.officer_id == viewer.id,
     )
@@ -188,8 +191,8 @@ class PageSql:
     PLACED = (
         "status NOT IN ('received', 'unmatched', 'failed') AND EXISTS (SELECT 1 FROM "
         "payment_repayment pr JOIN repayment r ON r.id = pr.repayment_id "
-        "JOIN loan l ON l.id = r.loan_id "
-        "WHERE pr.payment_id = c2b_payment.id AND l.officer_id = {officer})"
+        "JOIN loan l ON l.id = r.loan_id WHERE pr.payment_id = c2b_payment.id "
+        "AND r.reversed_at IS NULL AND l.officer_id = {officer})"
     )
 
     TIME, MONEY = C2BPayment.__table__.c.received_at.type, C2BPayment.__table__.c.amount.type
@@ -436,6 +439,7 @@ def suggestions_for(session: Session, viewer: StaffUser, payment: C2BPayment) ->
                         C2BPayment.msisdn == payment.msisdn,
                         C2BPayment.id != payment.id,
                         C2BPayment.status == "posted",
+                        Repayment.reversed_at.is_(None),
                     )
                 )
             ).limit(5)
@@ -482,7 +486,8 @@ def suggestions_for(session: Session, viewer: StaffUser, payment: C2BPayment) ->
                 )
     # 4. borrowers with the payer's first name
     if payment.first_name and len(found) < 8:
-        people = select(Borrower).where(Borrower.name.ilike(f"{payment.first_name}%"))
+        like = like_escaped(payment.first_name) + "%"
+        people = select(Borrower).where(Borrower.name.ilike(like, escape="\\"))
         if not viewer.is_admin:
             people = people.where(
                 exists().where(Loan.borrower_id == Borrower.id, Loan.officer_id == viewer.id)

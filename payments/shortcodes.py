@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from lenders.book import record_audit
 from lenders.models import StaffUser
 from payments.daraja import (
+    AuthenticationFailed,
     DarajaClient,
     DarajaError,
     DarajaUnavailable,
@@ -211,6 +212,9 @@ def explain(exc: Exception) -> str:
         return "Daraja could not be reached. Try again in a minute."
     if isinstance(exc, RequestRefused):
         return str(exc)
+    if isinstance(exc, AuthenticationFailed) and exc.error_code is None:
+        # Daraja answers a wrong key or secret with HTTP 400 and no body (REFERENCE §13)
+        return "The consumer key or secret is wrong."
     if isinstance(exc, DarajaError):
         code = f" ({exc.error_code})" if exc.error_code else ""
         hints = {

@@ -1,13 +1,16 @@
-"""The SMS provider's settings and the receipt templates, as admins edit them. Services:
-they take the session and plain values and never commit."""
+"""The SMS provider's settings and the receipt templates, as admins edit them, and the
+messages a member of staff may read. Services: they take the session and plain values and
+never commit."""
 
 from __future__ import annotations
 
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from lenders.models import StaffUser
 from payments import sms
-from payments.models import SmsSettings, SmsTemplate
+from payments.models import C2BPayment, SmsMessage, SmsSettings, SmsTemplate
+from payments.reports import visible_payments
 
 # What the template previews fill in.
 SAMPLE = {
@@ -29,8 +32,15 @@ class SmsSettingsError(ValueError):
     """Settings or a template refused; the message is for the admin."""
 
 
+def shown_settings(session: Session) -> SmsSettings:
+    """The saved provider settings, or the defaults a first visit shows: reading writes
+    nothing (the row and its delivery-report token are made when an admin saves)."""
+    saved = session.get(SmsSettings, 1)
+    return saved or SmsSettings(id=1, provider="console", quiet_start=21, quiet_end=7)
+
+
 def settings_row(session: Session) -> SmsSettings:
-    """The one settings row, created on first use."""
+    """The one settings row to save into, made on the first save."""
     row = session.get(SmsSettings, 1)
     if row is None:
         row = SmsSettings(id=1)
@@ -97,3 +107,15 @@ def template_previews(session: Session) -> list[dict]:
                 }
             )
     return previews
+
+
+def messages_for(session: Session, viewer: StaffUser, kind: str, item_id: int) -> list[SmsMessage]:
+    """A payment's (``kind`` "payment") or a borrower's messages, newest first. A borrower
+    with loans in two portfolios gets receipts for both: an officer sees those of payments
+    in theirs."""
+    column = SmsMessage.payment_id if kind == "payment" else SmsMessage.borrower_id
+    query = select(SmsMessage).where(column == item_id)
+    if not viewer.is_admin:
+        mine = visible_payments(viewer).with_only_columns(C2BPayment.id)
+        query = query.where(or_(SmsMessage.payment_id.is_(None), SmsMessage.payment_id.in_(mine)))
+    return list(session.scalars(query.order_by(SmsMessage.id.desc())))

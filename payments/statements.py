@@ -5,9 +5,10 @@ storage and matching as a callback. Safaricom does not retry lost callbacks; thi
 from __future__ import annotations
 
 import csv
-import io
 import json
 import re
+import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
@@ -22,6 +23,11 @@ from payments.models import C2BPayment, Shortcode
 
 NAIROBI = ZoneInfo("Africa/Nairobi")
 HEADER_MARK = "receipt no."
+# The org portal's statement has a few lines about the organisation above its header.
+HEADER_WITHIN = 30
+MAX_ROWS = 100_000  # a statement beyond this is imported in parts, one period at a time
+MAX_COLUMNS = 40  # it has 13; a cell at column XFD must not widen every row to 16,384
+MAX_UNPACKED_BYTES = 64 * 2**20  # a CSV file, or what an XLSX's zip unpacks to
 _DATE_FORMATS = (
     "%d-%m-%Y %H:%M:%S",
     "%d-%m-%Y %H:%M",
@@ -52,21 +58,84 @@ class StatementSummary:
         }
 
 
-def read_rows(path: Path) -> list[list[str]]:
-    """Every row of the file as text cells (XLSX through openpyxl, CSV as UTF-8)."""
-    if path.suffix.lower() in (".xlsx", ".xlsm"):
-        from openpyxl import load_workbook
+class UnreadableStatement(ValueError):
+    """The file cannot be read as a statement, or is too large to; the message says why."""
 
+
+def _xlsx_rows(path: Path) -> Iterator[list[str]]:
+    """An XLSX's first sheet, row by row (openpyxl's read-only mode streams the sheet),
+    after checking what its zip says it holds, so a small file cannot unpack into gigabytes."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            unpacked = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise UnreadableStatement(
+            "line 1: not an XLSX workbook; export the statement again"
+        ) from exc
+    if unpacked > MAX_UNPACKED_BYTES:
+        raise UnreadableStatement(
+            f"line 1: the workbook unpacks to {unpacked // 2**20} MB, more than "
+            f"{MAX_UNPACKED_BYTES // 2**20} MB; export a shorter period"
+        )
+    from openpyxl import load_workbook
+
+    try:
         book = load_workbook(path, read_only=True, data_only=True)
+    except Exception as exc:  # noqa: BLE001 - openpyxl raises many kinds for a bad file
+        raise UnreadableStatement("line 1: not a readable XLSX workbook") from exc
+    try:
         sheet = book.worksheets[0]
-        rows = [
-            ["" if c is None else _cell_text(c) for c in row]
-            for row in sheet.iter_rows(values_only=True)
-        ]
+        for row in sheet.iter_rows(values_only=True, max_col=MAX_COLUMNS):
+            yield ["" if c is None else _cell_text(c) for c in row]
+    finally:
         book.close()
-        return rows
-    text = path.read_bytes().decode("utf-8-sig", errors="replace")
-    return list(csv.reader(io.StringIO(text)))
+
+
+def _csv_rows(path: Path) -> Iterator[list[str]]:
+    """A CSV statement (UTF-8, a byte-order mark allowed), row by row."""
+    if path.stat().st_size > MAX_UNPACKED_BYTES:
+        raise UnreadableStatement(
+            f"line 1: the file is more than {MAX_UNPACKED_BYTES // 2**20} MB; "
+            "export a shorter period"
+        )
+    with path.open(encoding="utf-8-sig", errors="replace", newline="") as stream:
+        try:
+            for row in csv.reader(stream):
+                yield row[:MAX_COLUMNS]
+        except csv.Error as exc:
+            raise UnreadableStatement(f"the file is not readable CSV ({exc})") from exc
+
+
+def read_rows(path: Path) -> Iterator[list[str]]:
+    """Every row of the file as text cells, as a stream (XLSX through openpyxl, CSV as
+    UTF-8). Raises UnreadableStatement for a file that cannot be read or is too large."""
+    if path.suffix.lower() in (".xlsx", ".xlsm"):
+        return _xlsx_rows(path)
+    return _csv_rows(path)
+
+
+def find_header(path: Path) -> tuple[int, list[str]]:
+    """The header row's line and its column names, looked for in the first rows only, and
+    the statement's size, checked in a first pass that writes nothing. Raises
+    UnreadableStatement."""
+    header_at, header, count = None, [], 0
+    for number, row in enumerate(read_rows(path), start=1):
+        if header_at is None:
+            if any(c.strip().lower() == HEADER_MARK for c in row):
+                header_at, header = number, [c.strip().lower() for c in row]
+            elif number >= HEADER_WITHIN:
+                break
+        elif (count := count + 1) > MAX_ROWS:
+            raise UnreadableStatement(
+                f"line {number}: the statement has more than {MAX_ROWS:,} rows; import it "
+                "in parts (export one period at a time)"
+            )
+    if header_at is None:
+        raise UnreadableStatement(
+            f"line 1: no 'Receipt No.' header row in the first {HEADER_WITHIN} rows; "
+            "is this an M-Pesa statement?"
+        )
+    return header_at, header
 
 
 def _cell_text(value) -> str:
@@ -80,6 +149,8 @@ def _amount(text: str) -> Decimal | None:
     if not cleaned:
         return None
     value = Decimal(cleaned)  # InvalidOperation is reported by the caller
+    if not value.is_finite() or abs(value) >= Decimal("1e12"):
+        raise InvalidOperation(text)
     return abs(value)
 
 
@@ -97,15 +168,11 @@ def import_statement(session: Session, path: Path, shortcode: Shortcode) -> Stat
     (same receipt on this shortcode) change nothing. Does not commit; the caller commits
     and then processes ``new_payment_ids``."""
     summary = StatementSummary()
-    rows = read_rows(path)
-    header_at = next(
-        (n for n, row in enumerate(rows) if any(c.strip().lower() == HEADER_MARK for c in row)),
-        None,
-    )
-    if header_at is None:
-        summary.errors.append("line 1: no 'Receipt No.' header row; is this an M-Pesa statement?")
+    try:
+        header_at, header = find_header(path)
+    except UnreadableStatement as exc:
+        summary.errors.append(str(exc))
         return summary
-    header = [c.strip().lower() for c in rows[header_at]]
 
     def col(row, name):
         try:
@@ -113,7 +180,10 @@ def import_statement(session: Session, path: Path, shortcode: Shortcode) -> Stat
         except (ValueError, IndexError):
             return ""
 
-    for number, row in enumerate(rows[header_at + 1 :], start=header_at + 2):
+    rows = read_rows(path)
+    for _ in range(header_at):  # the preamble and the header, read in the first pass
+        next(rows)
+    for number, row in enumerate(rows, start=header_at + 1):
         if not any(c.strip() for c in row):
             continue
         summary.rows += 1
@@ -122,7 +192,8 @@ def import_statement(session: Session, path: Path, shortcode: Shortcode) -> Stat
         try:
             paid_in = _amount(col(row, "paid in"))
         except InvalidOperation:
-            summary.errors.append(f"line {number}: bad amount {col(row, 'paid in')!r} in Paid In")
+            shown = col(row, "paid in")[:20]
+            summary.errors.append(f"line {number}: bad amount {shown!r} in Paid In")
             continue
         if not receipt or status not in ("completed", "") or not paid_in:
             summary.ignored += 1  # withdrawals, charges, failed and pending rows
@@ -164,7 +235,7 @@ def import_statement(session: Session, path: Path, shortcode: Shortcode) -> Stat
             summary.gaps_filled += 1
             summary.new_payment_ids.append(stored.payment_id)
         elif stored.outcome == "quarantined":
-            summary.errors.append(f"line {number}: not a payment we can store ({receipt})")
+            summary.errors.append(f"line {number}: not a payment we can store ({receipt[:40]!r})")
         else:
             summary.already_recorded += 1
     return summary

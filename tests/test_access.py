@@ -6,6 +6,7 @@ import pytest
 from flask import Flask
 
 from lenders.web import roles
+from tests.conftest import PASSWORD, htmx_client
 
 # What each role may reach. A new endpoint must be added here: the matrix test fails for
 # any endpoint whose policy it does not know, so nothing is open by accident.
@@ -192,20 +193,20 @@ def test_every_form_needs_a_csrf_token(app, client, auth):
             continue
         response = client.post(concrete_path(rule))
         assert response.status_code == 400, rule
+        assert "Form expired" in response.get_data(as_text=True), rule
         response = client.post(concrete_path(rule), headers={"X-CSRFToken": "forged"})
         assert response.status_code == 400, rule
 
 
 def test_csrf_token_from_another_session_is_refused(app, client, auth, make_staff):
-    other = app.test_client()
-    other_token = re.search(
-        r'name="csrf_token" type="hidden" value="([^"]+)"', other.get("/login").get_data(True)
-    ).group(1)
+    other_token = htmx_client(app).csrf_token("/login")
     user = make_staff("officer")
     response = client.post(
-        "/login", data={"email": user.email, "password": "x" * 12, "csrf_token": other_token}
+        "/login", data={"email": user.email, "password": PASSWORD, "csrf_token": other_token}
     )
     assert response.status_code == 400
+    assert "Reload the page and try again." in response.get_data(as_text=True)
+    assert client.get("/lenders/borrowers/").status_code == 303  # not logged in
 
 
 def test_officer_sees_only_their_portfolio(client, auth, make_staff, make_loan, make_borrower):
@@ -224,10 +225,12 @@ def test_officer_sees_only_their_portfolio(client, auth, make_staff, make_loan, 
     assert "Tom Theirs" not in found
 
 
-def test_admin_sees_every_portfolio(client, auth, make_staff, make_loan):
+def test_admin_sees_every_portfolio(client, auth, make_staff, make_loan, make_borrower):
     auth.login("admin")
-    loan = make_loan(officer=make_staff("officer"))
-    assert client.get(f"/lenders/loans/{loan.number}").status_code == 200
+    loan = make_loan(officer=make_staff("officer"), borrower=make_borrower("Tom Theirs"))
+    page = client.get(f"/lenders/loans/{loan.number}").get_data(as_text=True)
+    assert f"<h1>{loan.number}" in page and "Tom Theirs" in page
+    assert "Tom Theirs" in client.get("/lenders/borrowers/").get_data(as_text=True)
 
 
 def test_pages_carry_security_headers(client, auth):
@@ -263,8 +266,13 @@ def test_static_files_may_be_cached_and_https_pages_carry_hsts(client, app_facto
 
 def test_contract_pages_answer_admins_and_refuse_officers_configuration(client, auth):
     auth.login("admin")
-    for path in ("/payments/dashboard/", "/payments/transactions/", "/payments/configuration/"):
-        assert client.get(path).status_code == 200, path
+    for path, heading in (
+        ("/payments/dashboard/", "<h1>Dashboard</h1>"),
+        ("/payments/transactions/", "Transactions</h1>"),
+        ("/payments/configuration/", "<h1>Configuration</h1>"),
+    ):
+        response = client.get(path)
+        assert response.status_code == 200 and heading in response.get_data(as_text=True), path
     auth.logout()
     auth.login("officer")
     assert client.get("/payments/configuration/").status_code == 403

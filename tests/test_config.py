@@ -8,6 +8,7 @@ from sqlalchemy import text
 from app import create_app
 from lenders.config import ConfigError, config_from_env, database_url
 from lenders.extensions import db
+from lenders.models import StaffUser
 
 pytestmark = pytest.mark.both_databases
 
@@ -67,3 +68,20 @@ def test_app_factory_builds_independent_apps(database_url):
     one = create_app({"SQLALCHEMY_DATABASE_URI": database_url, "LENDER_NAME": "One"})
     two = create_app({"SQLALCHEMY_DATABASE_URI": database_url, "LENDER_NAME": "Two"})
     assert one.config["LENDER_NAME"] == "One" and two.config["LENDER_NAME"] == "Two"
+
+
+def test_staff_passwords_are_hashed_with_scrypt_outside_the_tests():
+    """The tests' configuration hashes with one round of PBKDF2 to stay fast; the app's own
+    configuration, in development and in production, keeps werkzeug's scrypt."""
+    production = config_from_env(
+        {"MAREJESHO_ENV": "production", "SECRET_KEY": "s", "MAREJESHO_ENCRYPTION_KEYS": "k"}
+        | {"PUBLIC_BASE_URL": "https://lender.example"}
+    )
+    assert production["PASSWORD_HASH_METHOD"] == "scrypt"
+    app = create_app({"SQLALCHEMY_DATABASE_URI": "sqlite://"})  # no test overrides
+    with app.app_context():
+        user = StaffUser(email="amina@lender.example", name="Amina", role="admin")
+        user.set_password("a long passphrase")
+        assert user.password_hash.startswith("scrypt:32768:8:1$")
+        assert user.check_password("a long passphrase")
+        assert not user.check_password("a long passphrasE")

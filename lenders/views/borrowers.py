@@ -10,7 +10,7 @@ from lenders.extensions import db
 from lenders.forms import BorrowerSmsForm
 from lenders.models import Borrower
 from lenders.staff import set_sms_preferences
-from lenders.web import nairobi_today, render_page, roles
+from lenders.web import nairobi_today, parse_id, render_page, roles
 
 bp = Blueprint("borrowers", __name__, url_prefix="/lenders/borrowers")
 
@@ -28,7 +28,7 @@ def index():
     """Borrowers the viewer may see, searched by name, ID, loan number or phone in any
     form; keyset pages via ``after``. HTMX asks for the rows block only."""
     q = request.args.get("q", "")[:100]
-    after = request.args.get("after", type=int)
+    after = parse_id(request.args.get("after"))
     page, next_after = queries.find_borrowers(db.session, current_user, q, after)
     block = "rows" if request.headers.get("HX-Target") == "more-row" else "results"
     return render_page(

@@ -7,7 +7,9 @@ from flask_login import current_user
 
 from lenders.extensions import db
 from lenders.forms import ImportForm
-from lenders.importer import import_loans, utf8_lines
+from lenders.importer import import_loans
+from lenders.loanbook import utf8_lines
+from lenders.text import plain_text
 from lenders.web import render_page, roles
 
 bp = Blueprint("import", __name__, url_prefix="/lenders/import")
@@ -33,7 +35,7 @@ def upload():
         db.session,
         utf8_lines(upload.stream),
         actor=current_user,
-        source_name=upload.filename or "upload",
+        source_name=plain_text(upload.filename or "")[:100] or "upload",
     )
     if not result.ok:
         db.session.rollback()

@@ -1,6 +1,10 @@
-"""Safaricom's Daraja API: the client (``client``), its errors (``errors``), token caches
-(``tokens``), derived credentials (``credentials``), callback URL rules (``urls``) and a local
-emulator (``emulator``, which needs Flask; import it from its module)."""
+"""Safaricom's Daraja API, the client Marejesho uses in production: the client (``client``,
+its calls by API family in ``c2b``, ``stk``, ``initiator`` and ``pull``, the values they
+carry in ``fields``), how requests travel (``transport``), its errors (``errors``), token
+caches (``tokens``), derived credentials (``credentials``, Safaricom's ``certs``), callback
+URL rules (``urls``) and the readers of Daraja's results and callbacks (``results``).
+
+The local emulator is not here: ``payments/emulator/``, which production code never imports."""
 
 from payments.daraja.client import DarajaClient, Registration, canonical_msisdn, mask_msisdn
 from payments.daraja.credentials import (
@@ -31,6 +35,17 @@ from payments.daraja.errors import (
     UrlsAlreadyRegistered,
     WrongCredentials,
 )
+from payments.daraja.results import (
+    AccountBalance,
+    MalformedResult,
+    Result,
+    StkOutcome,
+    account_balances,
+    parse_result,
+    parse_stk_callback,
+    parse_stk_query,
+    result_code,
+)
 from payments.daraja.tokens import MemoryTokenCache, RedisTokenCache, TokenCache
 from payments.daraja.urls import (
     PRODUCTION_URL,
@@ -40,6 +55,7 @@ from payments.daraja.urls import (
 )
 
 __all__ = [
+    "AccountBalance",
     "AuthenticationFailed",
     "DarajaClient",
     "DarajaError",
@@ -48,6 +64,7 @@ __all__ = [
     "ForbiddenCallbackUrl",
     "InvalidAccessToken",
     "InvalidRequest",
+    "MalformedResult",
     "MemoryTokenCache",
     "MerchantNotFound",
     "PRODUCTION_URL",
@@ -56,22 +73,29 @@ __all__ = [
     "RedisTokenCache",
     "Registration",
     "RequestRefused",
+    "Result",
     "ResourceNotFound",
     "SANDBOX_URL",
     "SandboxOnly",
     "ServerError",
     "SpikeArrest",
+    "StkOutcome",
     "SubscriberLocked",
     "TokenCache",
     "TransactionPending",
     "UnexpectedResponse",
     "UrlsAlreadyRegistered",
     "WrongCredentials",
+    "account_balances",
     "callback_url_problem",
     "canonical_msisdn",
     "default_certificate",
     "forbidden_url_words",
     "mask_msisdn",
+    "parse_result",
+    "parse_stk_callback",
+    "parse_stk_query",
+    "result_code",
     "security_credential",
     "stk_password",
     "stk_timestamp",

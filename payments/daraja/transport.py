@@ -165,6 +165,10 @@ class Transport:
             request_id = str(data["requestId"]) if data.get("requestId") else None
         elif isinstance(data, dict) and _fault_text(data):
             message = f"gateway fault: {_fault_text(data)}"
+        elif oauth and 400 <= status < 500:
+            # Daraja's answer to a wrong consumer key or secret: 400 with an empty body
+            # (REFERENCE §13, seen by third-party clients).
+            message = f"the consumer key or secret was refused (HTTP {status}, no error body)"
         else:
             message = f"HTTP {status} without a Daraja error body"
         message = redact(message, secrets)[:300]

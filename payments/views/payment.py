@@ -16,10 +16,9 @@ from lenders.forms import ActionForm
 from lenders.models import AuditEvent, Loan
 from lenders.queries import get_borrower
 from lenders.references import reference_key
-from lenders.web import action_done, render_fragment, render_page, roles
+from lenders.web import action_done, parse_id, render_fragment, render_page, roles
 from payments import backoffice, reports
 from payments.forms import ReasonForm
-from payments.jobs import after_posting
 from payments.models import C2BPayment, CallbackLog, ReassignmentRequest
 
 bp = Blueprint("payments", __name__, url_prefix="/payments")
@@ -114,9 +113,7 @@ def _act(payment_id: int, work):
     except backoffice.BackofficeError as exc:
         db.session.rollback()
         return _panel(payment_id, form, error=str(exc)), 422
-    db.session.commit()
-    if db.session.get(C2BPayment, payment_id).status == "posted":
-        after_posting(payment_id)  # the receipt and notices, outside the money's transaction
+    db.session.commit()  # the receipt and officers' notices were queued in the same transaction
     return _done(payment_id, message)
 
 
@@ -130,7 +127,7 @@ def _assign(found: C2BPayment, form: ReasonForm) -> str:
             db.session, found.id, actor=current_user, reason=form.reason.data, loan=loan
         )
         return f"Payment {found.trans_id} posted to {loan.number}."
-    borrower_id = int(form.borrower_id.data) if (form.borrower_id.data or "").isdigit() else None
+    borrower_id = parse_id(form.borrower_id.data)
     if borrower_id is None or get_borrower(db.session, current_user, borrower_id) is None:
         raise backoffice.BackofficeError("choose a borrower or type a loan number")
     backoffice.assign_payment(
@@ -205,7 +202,7 @@ def reprocess():
     outcomes (the unmatched queue refreshes itself on ``payments-changed``)."""
     if not ActionForm().validate():
         abort(400)
-    ids = [int(i) for i in request.form.getlist("payment_id") if i.isdigit()][:200]
+    ids = [i for i in map(parse_id, request.form.getlist("payment_id")) if i is not None][:200]
     results = _rematch_each(ids)
     posted = sum(1 for _, status, _ in results if status == "posted")
     return action_done(

@@ -20,9 +20,10 @@ from payments.sms_settings import (
     CHECK_PROVIDER,
     SAMPLE,
     SmsSettingsError,
+    messages_for,
     save_provider,
     save_template,
-    settings_row,
+    shown_settings,
     template_previews,
 )
 
@@ -34,8 +35,7 @@ PAGE = "payments/sms/index.html"
 @roles("admin")
 def index():
     """The SMS provider, the receipt templates with a live preview, and recent messages."""
-    row = settings_row(db.session)
-    db.session.commit()
+    row = shown_settings(db.session)  # a GET writes nothing
     form = ProviderForm(obj=row, formdata=None)
     form.api_key.data = ""
     form.quiet_start.data, form.quiet_end.data = str(row.quiet_start), str(row.quiet_end)
@@ -118,8 +118,5 @@ def messages(kind: str, item_id: int):
         abort(404)
     if kind == "borrower" and get_borrower(db.session, current_user, item_id) is None:
         abort(404)
-    column = SmsMessage.payment_id if kind == "payment" else SmsMessage.borrower_id
-    found = db.session.scalars(
-        select(SmsMessage).where(column == item_id).order_by(SmsMessage.id.desc())
-    ).all()
+    found = messages_for(db.session, current_user, kind, item_id)
     return render_fragment(PAGE, "messages", messages=found)

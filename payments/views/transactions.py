@@ -3,16 +3,15 @@ newest first in keyset pages, and the same set as CSV."""
 
 from __future__ import annotations
 
-import csv
-import io
 from datetime import UTC, datetime
 
 from flask import Blueprint, Response, request, stream_with_context
 from flask_login import current_user
 from sqlalchemy import select
 
+from lenders.csvfile import csv_lines
 from lenders.extensions import db
-from lenders.web import render_page, roles
+from lenders.web import parse_id, render_page, roles
 from payments import reports
 from payments.exports import transaction_rows
 from payments.forms import TransactionFilterForm
@@ -34,7 +33,7 @@ def index():
     """Every payment the viewer may see, filtered, newest first, keyset pages."""
     numbers = db.session.scalars(select(Shortcode.number).order_by(Shortcode.number)).all()
     form = _filter_form(numbers)
-    before = request.args.get("before", type=int)
+    before = parse_id(request.args.get("before"))
     rows, cursor = reports.find_payments(db.session, current_user, form.to_filter(), before)
     return render_page(
         "payments/transactions/index.html",
@@ -51,19 +50,9 @@ def index():
 def export():
     """The filtered set as CSV, the same columns as ``flask payments export-transactions``."""
     query = reports.filtered_query(current_user, _filter_form().to_filter())
-
-    def generate():
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        for row in transaction_rows(db.session, query):
-            writer.writerow(row)
-            yield buffer.getvalue()
-            buffer.seek(0)
-            buffer.truncate()
-
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M")
     return Response(
-        stream_with_context(generate()),
+        stream_with_context(csv_lines(transaction_rows(db.session, query))),
         mimetype="text/csv",
         headers={"Content-Disposition": f'attachment; filename="transactions-{stamp}.csv"'},
     )

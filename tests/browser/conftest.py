@@ -6,16 +6,15 @@ browser itself is started once per run. Without MAREJESHO_TEST_CHROMIUM the test
 from __future__ import annotations
 
 import shutil
-import threading
 from pathlib import Path
 
 import pytest
-from werkzeug.serving import make_server
+from sqlalchemy import text
 
 from app import create_app
 from lenders.demo import load_demo
 from lenders.extensions import db
-from tests.conftest import CHROMIUM, need
+from tests.conftest import CHROMIUM, need, serving
 from tests.conftest import test_config as app_test_config
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -45,27 +44,32 @@ def chromium():
         browser.close()
 
 
-@pytest.fixture
-def live_server(sqlite_template, tmp_path):
-    """The app with the demo lender loaded, served on a free port; yields the base URL."""
-    target = tmp_path / "marejesho.db"
-    shutil.copy(sqlite_template, target)
-    app = create_app(app_test_config(f"sqlite:///{target}"))
+@pytest.fixture(scope="session")
+def demo_template(sqlite_template, tmp_path_factory):
+    """The SQLite template with the demo lender loaded (200 borrowers, 300 loans), built
+    once per run and copied for each browser test."""
+    path = tmp_path_factory.mktemp("demo") / "marejesho.db"
+    shutil.copy(sqlite_template, path)
+    app = create_app(app_test_config(f"sqlite:///{path}"))
     with app.app_context():
         load_demo(db.session)
         db.session.commit()
+        db.session.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
         db.session.remove()
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="live-server", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
-        with app.app_context():
-            db.engine.dispose()
+        db.engine.dispose()
+    return path
+
+
+@pytest.fixture
+def live_server(demo_template, tmp_path):
+    """The app with the demo lender loaded, served on a free port; yields the base URL."""
+    target = tmp_path / "marejesho.db"
+    shutil.copy(demo_template, target)
+    app = create_app(app_test_config(f"sqlite:///{target}"))
+    with serving(app) as url:
+        yield url
+    with app.app_context():
+        db.engine.dispose()
 
 
 class BrowserErrors(list):

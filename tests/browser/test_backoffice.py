@@ -326,6 +326,19 @@ def test_dashboard_refresh_redraws_the_charts_within_the_content_security_policy
     assert page.evaluate(CHARTS_INKED) == [True, True], "the refreshed charts are blank"
 
 
+def test_the_dashboards_own_refresh_tells_the_server_it_is_a_poll(
+    page, live_server, paybill, login, browser_errors
+):
+    """Background polling must not keep an idle session alive: htmx sends the polling
+    element's header, merged with the CSRF header of the page."""
+    open_dashboard_with_payments(page, paybill, login)
+    with page.expect_request(lambda r: r.headers.get("hx-target") == "figures") as refresh:
+        page.evaluate("htmx.trigger(document.body, 'payments-changed')")
+    headers = refresh.value.headers
+    assert headers.get("x-marejesho-poll") == "true" and headers.get("x-csrftoken")
+    assert browser_errors.unexpected() == []
+
+
 # --- 2. transactions -----------------------------------------------------------------------
 
 

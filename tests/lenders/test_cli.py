@@ -13,64 +13,19 @@ from freezegun import freeze_time
 from sqlalchemy import func, select
 
 from lenders.extensions import db
-from lenders.models import Borrower, BorrowerPhone, Installment, Loan, StaffUser
+from lenders.models import Borrower, Loan, StaffUser
+from tests.lenders.conftest import COLUMNS, NAMES, book_counts, csv_text, loan_row
 
 pytestmark = pytest.mark.both_databases
 
-COLUMNS = (
-    "loan_number",
-    "borrower_name",
-    "national_id",
-    "phone",
-    "principal",
-    "interest",
-    "fees",
-    "disbursed_on",
-    "installments",
-    "frequency",
-    "amount_paid",
-    "officer_email",
-)
 EXPORT_HEADER = (
     "loan_number,borrower_name,national_id,status,total_due,paid,outstanding,next_due_on"
 )
-NAMES = ["Jane Wanjiku", "John Kamau", "Mary Achieng", "Peter Otieno", "Grace Chebet"]
-
-
-def loan_row(n: int, **changes: str) -> dict[str, str]:
-    row = {
-        "loan_number": f"LOAN-{n:06d}",
-        "borrower_name": NAMES[n % len(NAMES)],
-        "national_id": str(21_000_000 + n),  # make_borrower uses 30_000_000 + n
-        "phone": f"07{22_000_000 + n:08d}",
-        "principal": "9000.00",
-        "interest": "900.00",
-        "fees": "100.00",
-        "disbursed_on": "2025-01-15",
-        "installments": "4",
-        "frequency": "monthly",
-        "amount_paid": "",
-        "officer_email": "",
-    }
-    row.update(changes)
-    return row
 
 
 def write_book(path, rows, *, columns=COLUMNS, bom=False, encoding="utf-8"):
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(columns)
-    for row in rows:
-        writer.writerow([row.get(c, "") for c in columns])
-    path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + out.getvalue().encode(encoding))
+    path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + csv_text(rows, columns).encode(encoding))
     return path
-
-
-def counts() -> dict[str, int]:
-    return {
-        model.__name__: db.session.scalar(select(func.count()).select_from(model))
-        for model in (Loan, Borrower, BorrowerPhone, StaffUser, Installment)
-    }
 
 
 def import_file(runner, path):
@@ -139,7 +94,7 @@ def test_import_loans_with_bad_rows_prints_every_error_with_its_line_and_exits_1
             loan_row(6, interest="-5"),
         ],
     )
-    before = counts()
+    before = book_counts()
 
     result = import_file(runner, path)
 
@@ -148,19 +103,19 @@ def test_import_loans_with_bad_rows_prints_every_error_with_its_line_and_exits_1
     assert printed == {3, 5, 6, 7}, result.output
     for value in ("0812345678", "2025-13-01", "daily", "interest"):
         assert value in result.output
-    assert counts() == before
+    assert book_counts() == before
 
 
 def test_import_loans_refuses_a_loan_number_already_in_the_book(app, runner, tmp_path, make_loan):
     make_loan(number="LOAN-000002")
-    before = counts()
+    before = book_counts()
     path = write_book(tmp_path / "book.csv", [loan_row(1), loan_row(2), loan_row(3)])
 
     result = import_file(runner, path)
 
     assert result.exit_code == 1
     assert re.search(r"^line 3: .*LOAN-000002", result.output, re.M), result.output
-    assert counts() == before
+    assert book_counts() == before
 
 
 def test_import_loans_reports_a_missing_column_on_line_1(app, runner, tmp_path):
@@ -171,7 +126,7 @@ def test_import_loans_reports_a_missing_column_on_line_1(app, runner, tmp_path):
 
     assert result.exit_code == 1
     assert re.search(r"^line 1: .*national_id", result.output, re.M), result.output
-    assert counts()["Loan"] == 0
+    assert book_counts()["Loan"] == 0
 
 
 def test_import_loans_refuses_a_file_that_is_not_utf8(app, runner, tmp_path):
@@ -180,14 +135,14 @@ def test_import_loans_refuses_a_file_that_is_not_utf8(app, runner, tmp_path):
         [loan_row(1), loan_row(2, borrower_name="Zoé Wanjiku")],
         encoding="cp1252",
     )
-    before = counts()
+    before = book_counts()
 
     result = import_file(runner, path)
 
     assert result.exit_code == 1
     assert isinstance(result.exception, SystemExit)  # a message, not a traceback
     assert "utf-8" in result.output.lower(), result.output
-    assert counts() == before
+    assert book_counts() == before
 
 
 def test_import_loans_names_the_line_holding_a_non_utf8_character(app, runner, tmp_path):
@@ -234,7 +189,7 @@ def test_import_loans_reports_a_total_too_large_for_the_book_with_its_line(app, 
     assert result.exit_code == 1
     assert re.search(r"^line 3: ", result.output, re.M), result.output
     db.session.rollback()
-    assert counts()["Loan"] == 0
+    assert book_counts()["Loan"] == 0
 
 
 # --- export-loans -----------------------------------------------------------------------
@@ -388,12 +343,12 @@ def test_create_user_refuses_a_short_password(app, runner, client, password):
     ],
 )
 def test_create_user_refuses_a_bad_email(app, runner, email):
-    before = counts()["StaffUser"]
+    before = book_counts()["StaffUser"]
 
     result = create_user(runner, email)
 
     assert result.exit_code != 0
-    assert counts()["StaffUser"] == before
+    assert book_counts()["StaffUser"] == before
 
 
 # --- load-demo --------------------------------------------------------------------------
@@ -402,14 +357,14 @@ def test_create_user_refuses_a_bad_email(app, runner, email):
 def test_load_demo_is_idempotent_and_prints_logins_that_work(app, runner, client):
     first = runner.invoke(args=["lenders", "load-demo"])
     assert first.exit_code == 0, first.output
-    after_first = counts()
+    after_first = book_counts()
 
     second = runner.invoke(args=["lenders", "load-demo"])
 
     assert second.exit_code == 0, second.output
     assert "already present" in second.output
     assert "already present" not in first.output
-    assert counts() == after_first
+    assert book_counts() == after_first
     assert after_first["Loan"] == 300
     assert 150 <= after_first["Borrower"] <= 250
     staff = db.session.scalars(select(StaffUser)).all()
@@ -431,7 +386,7 @@ def test_load_demo_is_refused_in_production(app, runner):
     result = runner.invoke(args=["lenders", "load-demo"])
 
     assert result.exit_code != 0
-    assert counts()["Loan"] == 0 and counts()["StaffUser"] == 0
+    assert book_counts()["Loan"] == 0 and book_counts()["StaffUser"] == 0
 
 
 def test_loaded_demo_book_exports_consistent_totals(app, runner, tmp_path):

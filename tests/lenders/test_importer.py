@@ -17,34 +17,20 @@ import pytest
 from sqlalchemy import func, select
 
 from lenders.book import post_repayment, write_off_loan
+from lenders.csvfile import write_csv
+from lenders.exports import export_loans
 from lenders.extensions import db
-from lenders.importer import export_loans, import_loans, write_csv
+from lenders.importer import import_loans
 from lenders.models import (
     Borrower,
-    BorrowerPhone,
-    Installment,
     Loan,
-    Repayment,
     StaffUser,
 )
+from tests.lenders.conftest import COLUMNS, NAMES, book_counts, csv_text, loan_row
 
 pytestmark = pytest.mark.both_databases
 
 TODAY = date(2025, 6, 1)
-COLUMNS = (
-    "loan_number",
-    "borrower_name",
-    "national_id",
-    "phone",
-    "principal",
-    "interest",
-    "fees",
-    "disbursed_on",
-    "installments",
-    "frequency",
-    "amount_paid",
-    "officer_email",
-)
 REQUIRED = COLUMNS[:10]
 EXPORT_HEADER = [
     "loan_number",
@@ -56,51 +42,10 @@ EXPORT_HEADER = [
     "outstanding",
     "next_due_on",
 ]
-NAMES = [
-    "Jane Wanjiku",
-    "John Kamau",
-    "Mary Achieng",
-    "Peter Otieno",
-    "Grace Chebet",
-    "James Mwangi",
-    "Faith Nyambura",
-    "David Kiptoo",
-    "Mercy Wambui",
-    "Joseph Barasa",
-]
 CENT = Decimal("0.01")
 
 
 # --- building files ------------------------------------------------------------------
-
-
-def loan_row(n: int = 1, **changes: str) -> dict[str, str]:
-    """A good row: KES 10,000.00 due over 4 months from 15 January 2025, nothing paid."""
-    row = {
-        "loan_number": f"LOAN-{n:06d}",
-        "borrower_name": NAMES[n % len(NAMES)],
-        "national_id": str(21_000_000 + n),  # make_borrower uses 30_000_000 + n
-        "phone": f"07{22_000_000 + n:08d}",
-        "principal": "9000.00",
-        "interest": "900.00",
-        "fees": "100.00",
-        "disbursed_on": "2025-01-15",
-        "installments": "4",
-        "frequency": "monthly",
-        "amount_paid": "",
-        "officer_email": "",
-    }
-    row.update(changes)
-    return row
-
-
-def csv_text(rows: list[dict[str, str]], columns=COLUMNS) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out)  # \r\n line ends, as spreadsheets write them
-    writer.writerow(columns)
-    for row in rows:
-        writer.writerow([row.get(c, "") for c in columns])
-    return out.getvalue()
 
 
 def run_import(text: str, **kwargs):
@@ -117,13 +62,6 @@ def import_ok(rows: list[dict[str, str]], columns=COLUMNS, **kwargs):
 
 def loan_by_number(number: str) -> Loan:
     return db.session.scalars(select(Loan).where(Loan.number == number)).one()
-
-
-def book_counts() -> dict[str, int]:
-    return {
-        model.__name__: db.session.scalar(select(func.count()).select_from(model))
-        for model in (Loan, Borrower, BorrowerPhone, StaffUser, Installment, Repayment)
-    }
 
 
 def error_lines(errors: list[str]) -> list[int]:
@@ -516,6 +454,30 @@ BAD_ROWS = [
     pytest.param({"amount_paid": "10000.01"}, ["amount_paid"], id="paid-over-total"),
     pytest.param({"installments": "0"}, ["installments"], id="installments-0"),
     pytest.param({"installments": "x"}, ["installments"], id="installments-x"),
+    # what an attacker's file tries next: each gets its line, none a 500
+    pytest.param(
+        {"disbursed_on": "9999-12-31", "installments": "520"},
+        ["520 monthly", "9999"],
+        id="schedule-past-9999",
+    ),
+    pytest.param(
+        {"disbursed_on": "9999-06-01", "installments": "520", "frequency": "weekly"},
+        ["520 weekly", "9999"],
+        id="weekly-past-9999",
+    ),
+    pytest.param({"principal": "1e9999999"}, ["principal", "too large"], id="principal-1e9999999"),
+    pytest.param({"fees": "1e-9999999"}, ["fees"], id="fees-1e-9999999"),
+    pytest.param({"interest": "NaN"}, ["interest"], id="interest-nan"),
+    pytest.param({"installments": "²"}, ["installments"], id="installments-superscript"),
+    pytest.param({"borrower_name": "Jane\x00Doe"}, ["borrower_name", "U+0000"], id="name-nul"),
+    pytest.param(
+        {"borrower_name": "Jane \u202eikujnaW"}, ["borrower_name", "U+202E"], id="name-bidi"
+    ),
+    pytest.param(
+        {"borrower_name": "Jane\u2028Wanjiku"}, ["borrower_name", "U+2028"], id="name-line-sep"
+    ),
+    pytest.param({"loan_number": "LOAN-\u200b1"}, ["loan_number", "U+200B"], id="number-zwsp"),
+    pytest.param({"officer_email": "a\x00@b.ke"}, ["officer_email"], id="email-nul"),
 ]
 
 

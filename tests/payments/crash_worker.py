@@ -1,4 +1,4 @@
-"""A payment worker that dies by SIGKILL at a chosen point of process_payment_job.
+"""A payment worker that dies by SIGKILL at a chosen point of the payments drain.
 
 Run by tests/payments/test_exactly_once.py as a subprocess:
 
@@ -23,9 +23,10 @@ from sqlalchemy import event  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
 import lenders.book  # noqa: E402
+import payments.jobs  # noqa: E402
 import payments.processing  # noqa: E402
 from app import create_app  # noqa: E402
-from payments.jobs import process_payment_job  # noqa: E402
+from payments.jobs import post_received_payments  # noqa: E402
 from tests.conftest import test_config  # noqa: E402
 
 KILL_POINTS = ("after_claim", "mid_post", "after_post", "before_commit", "after_commit")
@@ -36,18 +37,28 @@ def die(point: str) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+_commits = [0]
+
+
+def posting(session: Session) -> bool:
+    """True at the posting's commit: the drain's second (the first commits its claim), and
+    the session's own transaction, not a savepoint."""
+    if session.in_nested_transaction():
+        return False
+    _commits[0] += 1
+    return _commits[0] == 2
+
+
 def arm(point: str) -> None:
     """Wrap the step named ``point`` so that the process dies there."""
-    if point == "after_claim":  # the payment is claimed (attempts + 1, uncommitted)
-        real_claim = payments.processing.claim_payment
+    if point == "after_claim":  # the claim is committed (attempts + 1, a lease), no posting
+        real_post = payments.jobs.post_claimed_payment
 
-        def claim_then_die(session, payment_id, *args):
-            payment = real_claim(session, payment_id, *args)
-            session.flush()
+        def die_before_posting(session, payment_id):
             die(point)
-            return payment
+            return real_post(session, payment_id)
 
-        payments.processing.claim_payment = claim_then_die
+        payments.jobs.post_claimed_payment = die_before_posting
     elif point == "mid_post":  # installments and loan.paid changed and flushed, no audit yet
         real_audit = lenders.book.record_audit
 
@@ -68,21 +79,21 @@ def arm(point: str) -> None:
             return repayment
 
         payments.processing.post_repayment = post_then_die
-    elif point == "before_commit":  # all the work done in the transaction; COMMIT never sent
-        event.listen(Session, "before_commit", lambda session: die(point))
-    elif point == "after_commit":  # committed; the job dies before it can report success
-        event.listen(Session, "after_commit", lambda session: die(point))
+    elif point == "before_commit":  # the posting done in its transaction; COMMIT never sent
+        event.listen(Session, "before_commit", lambda session: posting(session) and die(point))
+    elif point == "after_commit":  # the posting committed; the worker dies before going on
+        event.listen(Session, "after_commit", lambda session: posting(session) and die(point))
     else:
         raise SystemExit(f"unknown kill point {point!r}; one of {', '.join(KILL_POINTS)}")
 
 
 def main() -> None:
-    url, payment_id, point = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    url, point = sys.argv[1], sys.argv[3]  # argv[2]: the payment waiting in received
     app = create_app(test_config(url))
     arm(point)
     with app.app_context():
-        status = process_payment_job(payment_id)
-    print(f"kill point {point} never reached; job returned {status!r}", flush=True)
+        claimed = post_received_payments(100)
+    print(f"kill point {point} never reached; the drain claimed {claimed}", flush=True)
     sys.exit(3)
 
 

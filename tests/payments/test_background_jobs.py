@@ -102,7 +102,7 @@ def test_the_job_thread_sweeps_payments_a_restart_left_in_received(
 
     served = app_factory(JOBS_IN_BACKGROUND=True)
     jobs = served.extensions["marejesho.jobs"]
-    jobs.quiet, jobs.sweep_every = 0.05, 0.2
+    jobs.quiet, jobs.poll = 0.05, 0.2
     served.test_client().get("/login")  # the process's first request starts its thread
 
     assert wait_for(lambda: status_of(body["TransID"]) == "posted")

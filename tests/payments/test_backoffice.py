@@ -2,7 +2,6 @@
 match again. Each is one audited step, scoped to the officer's portfolio."""
 
 import re
-from datetime import date
 from decimal import Decimal
 
 import pytest
@@ -10,35 +9,22 @@ from sqlalchemy import func, select
 
 from lenders.extensions import db
 from lenders.models import AuditEvent, Loan, Repayment
+from payments import reports
 from payments.backoffice import set_maker_checker
 from payments.models import C2BPayment, ReassignmentRequest
-from tests.payments.conftest import c2b_body
+from tests.payments.conftest import c2b_body, loan_for, pay
 
 pytestmark = pytest.mark.both_databases
 D = Decimal
 
 
 def stranger_payment(confirm, amount="1500.00"):
-    body = c2b_body(
-        BillRefNumber="no idea", MSISDN="2547 ***** 999", FirstName="STRANGER", TransAmount=amount
-    )
-    confirm(body)
-    db.session.expire_all()
-    return db.session.scalars(
-        select(C2BPayment).where(C2BPayment.trans_id == body["TransID"])
-    ).one()
-
-
-def loan_for(make_loan, make_borrower, officer, number, name="Grace Njeri"):
-    return make_loan(
-        borrower=make_borrower(name),
-        number=number,
-        officer=officer,
-        principal="10000.00",
-        interest="0",
-        fees="0",
-        installments=4,
-        disbursed_on=date(2025, 1, 1),
+    return pay(
+        confirm,
+        BillRefNumber="no idea",
+        MSISDN="2547 ***** 999",
+        FirstName="STRANGER",
+        TransAmount=amount,
     )
 
 
@@ -60,10 +46,10 @@ def assert_panel_answer(response, message: str) -> None:
 
 
 def test_officer_assigns_an_unmatched_payment_to_a_loan_with_a_reason(
-    client, auth, shortcode, confirm, make_loan, make_borrower
+    client, auth, shortcode, confirm
 ):
     officer = auth.login("officer")
-    loan = loan_for(make_loan, make_borrower, officer, "LOAN-000777")
+    loan = loan_for(officer, "LOAN-000777")
     payment = stranger_payment(confirm)
     assert payment.status == "unmatched"
 
@@ -90,10 +76,10 @@ def test_officer_assigns_an_unmatched_payment_to_a_loan_with_a_reason(
 
 
 def test_without_javascript_an_assignment_goes_back_to_the_payment_page_with_the_message(
-    client, auth, shortcode, confirm, make_loan, make_borrower
+    client, auth, shortcode, confirm
 ):
     officer = auth.login("officer")
-    loan_for(make_loan, make_borrower, officer, "LOAN-000790")
+    loan_for(officer, "LOAN-000790")
     payment = stranger_payment(confirm)
     token = client.csrf_token(f"/payments/{payment.id}")
 
@@ -110,11 +96,11 @@ def test_without_javascript_an_assignment_goes_back_to_the_payment_page_with_the
 
 
 def test_the_payment_pages_regions_refresh_themselves_after_an_action(
-    client, auth, shortcode, confirm, make_loan, make_borrower
+    client, auth, shortcode, confirm
 ):
     """The summary and the record listen to payments-changed and ask for their block."""
     officer = auth.login("officer")
-    loan_for(make_loan, make_borrower, officer, "LOAN-000791")
+    loan_for(officer, "LOAN-000791")
     payment = stranger_payment(confirm)
     page = client.get(f"/payments/{payment.id}").get_data(as_text=True)
     for region in ("payment-summary", "payment-record"):
@@ -148,11 +134,9 @@ def test_matching_one_payment_again_answers_its_panel(client, auth, shortcode, c
     assert_panel_answer(response, "Matched again: unmatched.")
 
 
-def test_assigning_without_a_reason_is_refused_with_a_form_error(
-    client, auth, shortcode, confirm, make_loan, make_borrower
-):
+def test_assigning_without_a_reason_is_refused_with_a_form_error(client, auth, shortcode, confirm):
     officer = auth.login("officer")
-    loan_for(make_loan, make_borrower, officer, "LOAN-000778")
+    loan_for(officer, "LOAN-000778")
     payment = stranger_payment(confirm)
     response = post_action(client, payment, "assign", loan_number="LOAN-000778", reason=" ")
     assert response.status_code == 422
@@ -162,10 +146,10 @@ def test_assigning_without_a_reason_is_refused_with_a_form_error(
 
 
 def test_officer_cannot_assign_to_another_officers_loan(
-    client, auth, make_staff, shortcode, confirm, make_loan, make_borrower
+    client, auth, make_staff, shortcode, confirm
 ):
     auth.login("officer")
-    theirs = loan_for(make_loan, make_borrower, make_staff("officer"), "LOAN-000779")
+    theirs = loan_for(make_staff("officer"), "LOAN-000779")
     payment = stranger_payment(confirm)
     response = post_action(client, payment, "assign", loan_number=theirs.number, reason="x")
     assert response.status_code == 422
@@ -174,15 +158,11 @@ def test_officer_cannot_assign_to_another_officers_loan(
 
 
 def test_officer_cannot_open_a_payment_posted_to_another_portfolio(
-    client, auth, make_staff, shortcode, confirm, make_loan, make_borrower
+    client, auth, make_staff, shortcode, confirm
 ):
     auth.login("officer")
-    theirs = loan_for(make_loan, make_borrower, make_staff("officer"), "LOAN-000780")
-    confirm(c2b_body(BillRefNumber=theirs.number, TransID="TK6THEIRS1"))
-    db.session.expire_all()
-    payment = db.session.scalars(
-        select(C2BPayment).where(C2BPayment.trans_id == "TK6THEIRS1")
-    ).one()
+    theirs = loan_for(make_staff("officer"), "LOAN-000780")
+    payment = pay(confirm, BillRefNumber=theirs.number, TransID="TK6THEIRS1")
     assert payment.status == "posted"
     assert client.get(f"/payments/{payment.id}").status_code == 404
     assert post_action(client, payment, "reassign", loan_number="x", reason="x").status_code == 404
@@ -191,16 +171,12 @@ def test_officer_cannot_open_a_payment_posted_to_another_portfolio(
 
 
 def test_reassigning_moves_the_money_in_one_step_and_both_loans_show_it(
-    client, auth, shortcode, confirm, make_loan, make_borrower
+    client, auth, shortcode, confirm
 ):
     officer = auth.login("officer")
-    wrong = loan_for(make_loan, make_borrower, officer, "LOAN-000781", "Ann Wrong")
-    right = loan_for(make_loan, make_borrower, officer, "LOAN-000782", "Ann Right")
-    confirm(c2b_body(BillRefNumber=wrong.number, TransID="TK6REASSN1", TransAmount="2000"))
-    db.session.expire_all()
-    payment = db.session.scalars(
-        select(C2BPayment).where(C2BPayment.trans_id == "TK6REASSN1")
-    ).one()
+    wrong = loan_for(officer, "LOAN-000781", "Ann Wrong")
+    right = loan_for(officer, "LOAN-000782", "Ann Right")
+    payment = pay(confirm, BillRefNumber=wrong.number, TransID="TK6REASSN1", TransAmount="2000")
 
     response = post_action(
         client,
@@ -222,20 +198,35 @@ def test_reassigning_moves_the_money_in_one_step_and_both_loans_show_it(
         assert "TK6REASSN1" in page
 
 
+def test_a_reassigned_payment_shows_only_the_loan_it_is_on_now(client, auth, shortcode, confirm):
+    officer = auth.login("officer")
+    wrong = loan_for(officer, "LOAN-000911", "Ben Wrong", phones=())
+    right = loan_for(officer, "LOAN-000912", "Ben Right", phones=())
+    payment = pay(confirm, BillRefNumber=wrong.number, TransID="TK6MOVED01", TransAmount="900")
+    response = post_action(
+        client, payment, "reassign", loan_number=right.number, reason="typed her sister's loan"
+    )
+    assert response.status_code == 200 and response.headers["HX-Trigger"] == "payments-changed"
+    db.session.expire_all()
+
+    rows, cursor = reports.find_payments(db.session, officer, reports.TransactionFilter())
+    assert [(row.trans_id, row.loans) for row in rows] == [("TK6MOVED01", (right.number,))]
+    assert cursor is None
+    page = client.get("/payments/transactions/").get_data(as_text=True)
+    assert f"<td>{right.number}</td>" in page
+    assert page.count(wrong.number) == 1  # the account the payer typed, not a loan posted to
+
+
 def test_with_maker_checker_an_officers_reassignment_waits_for_an_admin(
-    app, client, auth, make_staff, shortcode, confirm, make_loan, make_borrower
+    app, client, auth, make_staff, shortcode, confirm
 ):
     admin = make_staff("admin")
     set_maker_checker(db.session, True, actor=admin)
     db.session.commit()
     officer = auth.login("officer")
-    wrong = loan_for(make_loan, make_borrower, officer, "LOAN-000783", "Ben Wrong")
-    right = loan_for(make_loan, make_borrower, officer, "LOAN-000784", "Ben Right")
-    confirm(c2b_body(BillRefNumber=wrong.number, TransID="TK6CHECKR1", TransAmount="900"))
-    db.session.expire_all()
-    payment = db.session.scalars(
-        select(C2BPayment).where(C2BPayment.trans_id == "TK6CHECKR1")
-    ).one()
+    wrong = loan_for(officer, "LOAN-000783", "Ben Wrong")
+    right = loan_for(officer, "LOAN-000784", "Ben Right")
+    payment = pay(confirm, BillRefNumber=wrong.number, TransID="TK6CHECKR1", TransAmount="900")
 
     assert_panel_answer(
         post_action(client, payment, "reassign", loan_number=right.number, reason="wrong loan"),
@@ -260,19 +251,15 @@ def test_with_maker_checker_an_officers_reassignment_waits_for_an_admin(
 
 
 def test_an_admin_decides_in_place_and_a_request_decided_already_is_refused(
-    client, auth, make_staff, shortcode, confirm, make_loan, make_borrower
+    client, auth, make_staff, shortcode, confirm
 ):
     from payments.backoffice import reassign_payment
 
     admin, officer = make_staff("admin"), make_staff("officer")
     set_maker_checker(db.session, True, actor=admin)
-    wrong = loan_for(make_loan, make_borrower, officer, "LOAN-000792", "Eve Wrong")
-    right = loan_for(make_loan, make_borrower, officer, "LOAN-000793", "Eve Right")
-    confirm(c2b_body(BillRefNumber=wrong.number, TransID="TK6DECIDE1", TransAmount="700"))
-    db.session.expire_all()
-    payment = db.session.scalars(
-        select(C2BPayment).where(C2BPayment.trans_id == "TK6DECIDE1")
-    ).one()
+    wrong = loan_for(officer, "LOAN-000792", "Eve Wrong")
+    right = loan_for(officer, "LOAN-000793", "Eve Right")
+    payment = pay(confirm, BillRefNumber=wrong.number, TransID="TK6DECIDE1", TransAmount="700")
     request = reassign_payment(
         db.session, payment.id, right, actor=officer, reason="her other loan"
     )
@@ -295,11 +282,9 @@ def test_an_admin_decides_in_place_and_a_request_decided_already_is_refused(
     assert db.session.get(Loan, wrong.id).paid == D("700.00")  # nothing moved
 
 
-def test_matching_again_after_a_phone_is_added_posts_the_payment(
-    client, auth, shortcode, confirm, make_loan, make_borrower
-):
+def test_matching_again_after_a_phone_is_added_posts_the_payment(client, auth, shortcode, confirm):
     officer = auth.login("officer")
-    loan_for(make_loan, make_borrower, officer, "LOAN-000785", "Stranger Otieno")
+    loan_for(officer, "LOAN-000785", "Stranger Otieno")
     payment = stranger_payment(confirm)
     assert payment.status == "unmatched"
     # the officer learns the payer's number and adds it to the borrower

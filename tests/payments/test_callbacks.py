@@ -9,7 +9,7 @@ import json
 import logging
 import re
 import time
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from io import BytesIO
 from urllib.parse import urlsplit
@@ -21,30 +21,17 @@ from sqlalchemy import func, select, text
 from lenders.extensions import db
 from lenders.models import Loan, Repayment
 from payments.models import C2BPayment, CallbackLog
-from tests.payments.conftest import c2b_body, receipt
+from tests.payments.conftest import ACKNOWLEDGED, c2b_body, post_callback, receipt
 
 pytestmark = pytest.mark.both_databases
 D = Decimal
 
-ACKNOWLEDGED = {"ResultCode": 0, "ResultDesc": "Accepted"}
 VALIDATION_ACCEPTED = {"ResultCode": "0", "ResultDesc": "Accepted"}
 FORBIDDEN_IN_URLS = ("mpesa", "m-pesa", "safaricom", "exe", "exec", "cmd", "sql", "query")
 MAX_BODY = 64 * 1024
 
 
 # --- helpers ---------------------------------------------------------------------------
-
-
-def call(client, shortcode, kind: str, body, *, token: str | None = None, **kwargs):
-    """POST ``body`` (dict → JSON, str/bytes as is) to a shortcode's callback URL."""
-    data = json.dumps(body) if isinstance(body, dict | list) else body
-    headers = {"Content-Type": "application/json", **kwargs.pop("headers", {})}
-    return client.post(
-        f"/payments/c2b/{token or shortcode.callback_token}/{kind}",
-        data=data,
-        headers=headers,
-        **kwargs,
-    )
 
 
 def counts() -> tuple[int, int]:
@@ -81,18 +68,9 @@ def security_records(caplog) -> list[logging.LogRecord]:
 
 
 @pytest.fixture
-def loan(make_borrower, make_loan):
+def loan(jane_loan):
     """One active loan of KES 5,000 that a bill reference of LOAN-000123 names."""
-    jane = make_borrower("Jane Wanjiku", national_id="23456789", phones=("0712345678",))
-    return make_loan(
-        borrower=jane,
-        number="LOAN-000123",
-        principal="5000.00",
-        interest="0",
-        fees="0",
-        installments=5,
-        disbursed_on=date(2025, 1, 1),
-    )
+    return jane_loan
 
 
 # --- store first, acknowledge second ---------------------------------------------------
@@ -101,27 +79,25 @@ def loan(make_borrower, make_loan):
 def test_confirmation_is_stored_before_it_is_acknowledged(client, shortcode, monkeypatch):
     from payments import callbacks
 
-    seen_at_enqueue = []
-    real_enqueue = callbacks.enqueue
+    seen_at_wake = []
+    real_wake = callbacks.wake
 
-    def enqueue_after_looking(job, payment_id):
+    def wake_after_looking(*drains):
         # A separate connection sees only what is committed: the payment must be there
         # before processing starts and before Safaricom hears anything.
         with db.engine.connect() as other:
-            seen_at_enqueue.append(
-                other.scalar(
-                    text("SELECT trans_id FROM c2b_payment WHERE id = :id"), {"id": payment_id}
-                )
+            seen_at_wake.extend(
+                other.scalars(text("SELECT trans_id FROM c2b_payment WHERE status = 'received'"))
             )
-        return real_enqueue(job, payment_id)
+        return real_wake(*drains)
 
-    monkeypatch.setattr(callbacks, "enqueue", enqueue_after_looking)
+    monkeypatch.setattr(callbacks, "wake", wake_after_looking)
     body = c2b_body(BillRefNumber="HELLO", TransAmount="250.00")
-    response = call(client, shortcode, "confirmation", body)
+    response = post_callback(client, shortcode, "confirmation", body)
 
     assert response.status_code == 200
     assert response.is_json and response.get_json() == ACKNOWLEDGED
-    assert seen_at_enqueue == [body["TransID"]]
+    assert seen_at_wake == [body["TransID"]]
     [payment] = payments()
     assert (payment.trans_id, payment.amount, payment.bill_ref) == (
         body["TransID"],
@@ -144,7 +120,7 @@ def test_callback_answers_carry_the_security_headers_and_nothing_of_staff(
     """Callbacks skip the staff-only hooks (login cookie, CSRF, rate limits), not the
     security headers; and skipping them there leaves them working for staff."""
     body = c2b_body()
-    response = call(
+    response = post_callback(
         client,
         shortcode,
         "confirmation",
@@ -176,7 +152,7 @@ def test_callback_answers_carry_the_security_headers_and_nothing_of_staff(
 
 def test_confirmation_for_a_loan_posts_it(client, shortcode, loan):
     body = c2b_body(BillRefNumber="loan 123", TransAmount="1000.00")
-    assert call(client, shortcode, "confirmation", body).get_json() == ACKNOWLEDGED
+    assert post_callback(client, shortcode, "confirmation", body).get_json() == ACKNOWLEDGED
     [payment] = payments()
     assert payment.status == "posted" and payment.rule == "bill_ref"
     assert paid(loan) == D("1000.00")
@@ -222,7 +198,7 @@ def test_wrong_token_is_404_writes_nothing_and_logs_without_the_token(
     before = counts()
     caplog.set_level(logging.DEBUG)
 
-    response = call(client, shortcode, kind, c2b_body(), token=token)
+    response = post_callback(client, shortcode, kind, c2b_body(), token=token)
 
     assert response.status_code == 404
     assert response.is_json and "ResultCode" not in response.get_json()
@@ -242,7 +218,7 @@ def test_token_of_another_shortcode_is_refused_by_the_body_not_accepted(
     """The URL decides the shortcode: a body naming a different paybill is not posted."""
     ours = make_shortcode("600984")
     make_shortcode("600985")
-    response = call(client, ours, kind, c2b_body(BusinessShortCode="600985"))
+    response = post_callback(client, ours, kind, c2b_body(BusinessShortCode="600985"))
     if kind == "confirmation":
         assert response.get_json() == ACKNOWLEDGED
         assert [e.outcome for e in callback_logs()] == ["quarantined"]
@@ -256,8 +232,8 @@ def test_token_of_another_shortcode_is_refused_by_the_body_not_accepted(
 
 def test_repeated_confirmation_is_acknowledged_and_posted_once(client, shortcode, loan):
     body = c2b_body(BillRefNumber="LOAN-000123", TransAmount="1000.00")
-    first = call(client, shortcode, "confirmation", body)
-    again = call(client, shortcode, "confirmation", body)
+    first = post_callback(client, shortcode, "confirmation", body)
+    again = post_callback(client, shortcode, "confirmation", body)
 
     assert first.status_code == again.status_code == 200
     assert first.get_json() == again.get_json() == ACKNOWLEDGED
@@ -273,9 +249,9 @@ def test_repeated_confirmation_is_acknowledged_and_posted_once(client, shortcode
 
 def test_repeat_thirty_days_later_still_changes_nothing(client, shortcode, loan):
     body = c2b_body(BillRefNumber="LOAN-000123", TransAmount="1000.00")
-    assert call(client, shortcode, "confirmation", body).get_json() == ACKNOWLEDGED
+    assert post_callback(client, shortcode, "confirmation", body).get_json() == ACKNOWLEDGED
     with freeze_time(datetime.now(UTC) + timedelta(days=30)):
-        late = call(client, shortcode, "confirmation", body)
+        late = post_callback(client, shortcode, "confirmation", body)
     assert late.status_code == 200 and late.get_json() == ACKNOWLEDGED
     assert len(payments()) == 1
     assert len(repayments_for(body["TransID"])) == 1
@@ -295,8 +271,8 @@ def test_repeat_thirty_days_later_still_changes_nothing(client, shortcode, loan)
 )
 def test_repeat_that_differs_only_in_form_is_a_duplicate(client, shortcode, loan, same):
     body = c2b_body(BillRefNumber="LOAN-000123", TransAmount="1000.00")
-    call(client, shortcode, "confirmation", body)
-    response = call(client, shortcode, "confirmation", body | same)
+    post_callback(client, shortcode, "confirmation", body)
+    response = post_callback(client, shortcode, "confirmation", body | same)
     assert response.get_json() == ACKNOWLEDGED
     assert [e.outcome for e in callback_logs()] == ["stored", "duplicate"]
     assert [p.status for p in payments()] == ["posted"]
@@ -305,8 +281,8 @@ def test_repeat_that_differs_only_in_form_is_a_duplicate(client, shortcode, loan
 
 def test_transid_is_compared_without_regard_to_case(client, shortcode, loan):
     body = c2b_body(TransID="TK6CASE001", BillRefNumber="LOAN-000123")
-    call(client, shortcode, "confirmation", body)
-    call(client, shortcode, "confirmation", body | {"TransID": "tk6case001"})
+    post_callback(client, shortcode, "confirmation", body)
+    post_callback(client, shortcode, "confirmation", body | {"TransID": "tk6case001"})
     assert [e.outcome for e in callback_logs()] == ["stored", "duplicate"]
     assert paid(loan) == D("1000.00")
 
@@ -320,10 +296,10 @@ def test_same_transid_with_other_amount_or_account_goes_to_review_unposted(
     client, shortcode, loan, caplog, changed
 ):
     body = c2b_body(BillRefNumber="LOAN-000123", TransAmount="1000.00")
-    call(client, shortcode, "confirmation", body)
+    post_callback(client, shortcode, "confirmation", body)
     caplog.set_level(logging.INFO)
 
-    response = call(client, shortcode, "confirmation", body | changed)
+    response = post_callback(client, shortcode, "confirmation", body | changed)
 
     assert response.status_code == 200 and response.get_json() == ACKNOWLEDGED
     [payment] = payments()
@@ -346,7 +322,7 @@ def test_same_transid_on_two_shortcodes_is_two_payments(client, make_shortcode):
     trans_id = receipt()
     for shortcode in (first, second):
         body = c2b_body(TransID=trans_id, BusinessShortCode=shortcode.number)
-        assert call(client, shortcode, "confirmation", body).get_json() == ACKNOWLEDGED
+        assert post_callback(client, shortcode, "confirmation", body).get_json() == ACKNOWLEDGED
     stored = payments()
     assert [(p.trans_id, p.shortcode_id) for p in stored] == [
         (trans_id, first.id),
@@ -390,7 +366,7 @@ QUARANTINED_BODIES = {
 def test_unreadable_confirmation_is_acknowledged_and_quarantined_with_its_body(
     client, shortcode, raw
 ):
-    response = call(client, shortcode, "confirmation", raw)
+    response = post_callback(client, shortcode, "confirmation", raw)
 
     assert response.status_code == 200
     assert response.is_json and response.get_json() == ACKNOWLEDGED
@@ -404,14 +380,14 @@ def test_unreadable_confirmation_is_acknowledged_and_quarantined_with_its_body(
 
 def test_unknown_extra_fields_are_accepted(client, shortcode):
     body = c2b_body(NewField="x", Nested={"a": [1, 2]}, MiddleName=None, LastName=None)
-    assert call(client, shortcode, "confirmation", body).get_json() == ACKNOWLEDGED
+    assert post_callback(client, shortcode, "confirmation", body).get_json() == ACKNOWLEDGED
     assert [e.outcome for e in callback_logs()] == ["stored"]
     assert len(payments()) == 1
 
 
 def test_control_characters_in_names_are_stored_without_them(client, shortcode):
     body = c2b_body(FirstName="JA\x00NE\r\n", BillRefNumber="LOAN\t-1\x7f")
-    assert call(client, shortcode, "confirmation", body).get_json() == ACKNOWLEDGED
+    assert post_callback(client, shortcode, "confirmation", body).get_json() == ACKNOWLEDGED
     [payment] = payments()
     assert (payment.first_name, payment.bill_ref) == ("JANE", "LOAN-1")
 
@@ -421,7 +397,7 @@ def test_body_over_64_kib_is_413_with_json_and_stores_nothing(client, shortcode,
     body = json.dumps(c2b_body(Padding="x" * MAX_BODY)).encode()
     assert len(body) > MAX_BODY
     before = counts()
-    response = call(client, shortcode, kind, body)
+    response = post_callback(client, shortcode, kind, body)
     assert response.status_code == 413
     assert response.is_json and response.get_json()["ResultCode"] == "C2B00016"
     assert counts() == before
@@ -459,7 +435,7 @@ def test_body_of_exactly_64_kib_is_still_read(client, shortcode):
     raw = json.dumps(body).encode()
     raw = raw[:-1] + b" " * (MAX_BODY - len(raw)) + b"}"
     assert len(raw) == MAX_BODY
-    assert call(client, shortcode, "confirmation", raw).get_json() == ACKNOWLEDGED
+    assert post_callback(client, shortcode, "confirmation", raw).get_json() == ACKNOWLEDGED
     assert [p.trans_id for p in payments()] == [body["TransID"]]
 
 
@@ -467,7 +443,7 @@ def test_body_of_exactly_64_kib_is_still_read(client, shortcode):
 
 
 def test_validation_accepts_a_good_payment_with_string_zero(client, shortcode):
-    response = call(client, shortcode, "validation", c2b_body())
+    response = post_callback(client, shortcode, "validation", c2b_body())
     assert response.status_code == 200
     assert response.get_json() == VALIDATION_ACCEPTED
     assert isinstance(response.get_json()["ResultCode"], str)
@@ -478,7 +454,7 @@ def test_validation_accepts_a_good_payment_with_string_zero(client, shortcode):
 
 @pytest.mark.parametrize("raw", [b"not json", b"", b"[1]", b'{"TransAmount": "10"}'])
 def test_validation_of_a_body_that_is_not_a_payment_is_400_c2b00016(client, shortcode, raw):
-    response = call(client, shortcode, "validation", raw)
+    response = post_callback(client, shortcode, "validation", raw)
     assert response.status_code == 400
     assert response.get_json() == {"ResultCode": "C2B00016", "ResultDesc": "Rejected"}
     [entry] = callback_logs()
@@ -502,7 +478,7 @@ def test_validation_of_a_body_that_is_not_a_payment_is_400_c2b00016(client, shor
     ],
 )
 def test_validation_rejects_a_bad_amount_with_c2b00013(client, shortcode, amount, status):
-    response = call(client, shortcode, "validation", c2b_body(TransAmount=amount))
+    response = post_callback(client, shortcode, "validation", c2b_body(TransAmount=amount))
     assert response.get_json() == {"ResultCode": "C2B00013", "ResultDesc": "Rejected"}
     assert response.status_code == status
     assert callback_logs()[0].outcome == "rejected:C2B00013"
@@ -511,7 +487,7 @@ def test_validation_rejects_a_bad_amount_with_c2b00013(client, shortcode, amount
 
 @pytest.mark.parametrize("amount", ["1", "1.00", 1, "1e3", "70000.00"])
 def test_validation_accepts_amounts_from_one_shilling(client, shortcode, amount):
-    response = call(client, shortcode, "validation", c2b_body(TransAmount=amount))
+    response = post_callback(client, shortcode, "validation", c2b_body(TransAmount=amount))
     assert response.get_json() == VALIDATION_ACCEPTED
 
 
@@ -525,7 +501,7 @@ def test_reject_unknown_policy_rejects_an_account_that_names_nothing(
     client, strict_shortcode, loan, account
 ):
     body = c2b_body(BusinessShortCode="600986", BillRefNumber=account)
-    response = call(client, strict_shortcode, "validation", body)
+    response = post_callback(client, strict_shortcode, "validation", body)
     assert response.status_code == 200
     assert response.get_json() == {"ResultCode": "C2B00012", "ResultDesc": "Rejected"}
     [entry] = callback_logs()
@@ -540,25 +516,27 @@ def test_reject_unknown_policy_accepts_a_sloppy_loan_reference_or_the_borrower(
     client, strict_shortcode, loan, account
 ):
     body = c2b_body(BusinessShortCode="600986", BillRefNumber=account)
-    response = call(client, strict_shortcode, "validation", body)
+    response = post_callback(client, strict_shortcode, "validation", body)
     assert response.get_json() == VALIDATION_ACCEPTED
     assert payments() == []
 
 
 def test_by_default_an_unknown_account_is_accepted(client, shortcode, loan):
     assert shortcode.validation_policy == "accept_all"
-    response = call(client, shortcode, "validation", c2b_body(BillRefNumber="NOBODY"))
+    response = post_callback(client, shortcode, "validation", c2b_body(BillRefNumber="NOBODY"))
     assert response.get_json() == VALIDATION_ACCEPTED
 
 
 def test_validation_never_creates_a_payment_even_when_repeated(client, shortcode, loan):
     body = c2b_body(BillRefNumber="LOAN-000123")
     for _ in range(3):
-        assert call(client, shortcode, "validation", body).get_json() == VALIDATION_ACCEPTED
+        assert (
+            post_callback(client, shortcode, "validation", body).get_json() == VALIDATION_ACCEPTED
+        )
     assert payments() == [] and paid(loan) == D("0.00")
     assert [e.outcome for e in callback_logs()] == ["accepted"] * 3
     # the confirmation that follows is the one that stores and posts
-    assert call(client, shortcode, "confirmation", body).get_json() == ACKNOWLEDGED
+    assert post_callback(client, shortcode, "confirmation", body).get_json() == ACKNOWLEDGED
     assert [p.status for p in payments()] == ["posted"]
 
 
@@ -579,7 +557,7 @@ def test_allow_list_refuses_other_addresses_with_403_and_stores_nothing(
     before = counts()
     caplog.set_level(logging.INFO)
     body = c2b_body(BusinessShortCode="600987")
-    response = call(client, listed_shortcode, kind, body)  # from 127.0.0.1
+    response = post_callback(client, listed_shortcode, kind, body)  # from 127.0.0.1
     assert response.status_code == 403
     assert response.is_json and response.get_json()["ResultCode"] == "C2B00016"
     assert counts() == before
@@ -590,12 +568,12 @@ def test_allow_list_refuses_other_addresses_with_403_and_stores_nothing(
 def test_an_allow_list_saved_in_this_process_holds_from_the_next_callback(client, shortcode):
     """Callbacks remember their shortcode for a moment; a change saved through the app is
     seen by the very next one."""
-    assert call(client, shortcode, "confirmation", c2b_body()).status_code == 200
+    assert post_callback(client, shortcode, "confirmation", c2b_body()).status_code == 200
 
     shortcode.allowed_ips = SAFARICOM
     db.session.commit()
 
-    assert call(client, shortcode, "confirmation", c2b_body()).status_code == 403
+    assert post_callback(client, shortcode, "confirmation", c2b_body()).status_code == 403
 
 
 def test_a_change_saved_by_another_process_holds_within_the_ttl(client, shortcode, monkeypatch):
@@ -604,7 +582,7 @@ def test_a_change_saved_by_another_process_holds_within_the_ttl(client, shortcod
     from payments import callbacks
 
     monkeypatch.setattr(callbacks, "SHORTCODE_TTL", 0.3)
-    assert call(client, shortcode, "confirmation", c2b_body()).status_code == 200
+    assert post_callback(client, shortcode, "confirmation", c2b_body()).status_code == 200
     db.session.execute(
         text("UPDATE shortcode SET allowed_ips = :ips WHERE id = :id"),
         {"ips": SAFARICOM, "id": shortcode.id},
@@ -613,13 +591,13 @@ def test_a_change_saved_by_another_process_holds_within_the_ttl(client, shortcod
 
     time.sleep(0.4)
 
-    assert call(client, shortcode, "confirmation", c2b_body()).status_code == 403
+    assert post_callback(client, shortcode, "confirmation", c2b_body()).status_code == 403
 
 
 @pytest.mark.parametrize("address", ["196.201.214.200", "196.201.213.44", "196.201.213.255"])
 def test_allow_list_stores_callbacks_from_listed_addresses(client, listed_shortcode, address):
     body = c2b_body(BusinessShortCode="600987")
-    response = call(
+    response = post_callback(
         client, listed_shortcode, "confirmation", body, environ_base={"REMOTE_ADDR": address}
     )
     assert response.status_code == 200 and response.get_json() == ACKNOWLEDGED
@@ -630,7 +608,7 @@ def test_allow_list_stores_callbacks_from_listed_addresses(client, listed_shortc
 
 @pytest.mark.parametrize("address", ["196.201.214.201", "196.201.212.44", "::1", "10.0.0.1"])
 def test_allow_list_refuses_neighbouring_addresses(client, listed_shortcode, address):
-    response = call(
+    response = post_callback(
         client,
         listed_shortcode,
         "confirmation",
@@ -665,7 +643,7 @@ def built_app(app_factory, monkeypatch):
 def test_forged_forwarded_for_is_ignored_without_a_trusted_proxy(listed_shortcode, built_app, hops):
     other = built_app(hops)
     assert other.config["PROXY_HOPS"] == 0
-    response = call(
+    response = post_callback(
         other.test_client(),
         listed_shortcode,
         "confirmation",
@@ -680,7 +658,7 @@ def test_behind_one_proxy_only_the_address_it_saw_counts(listed_shortcode, built
     other = built_app("1")
     client = other.test_client()
     # the proxy appends the address it saw; anything the caller put before it is ignored
-    forged = call(
+    forged = post_callback(
         client,
         listed_shortcode,
         "confirmation",
@@ -688,7 +666,7 @@ def test_behind_one_proxy_only_the_address_it_saw_counts(listed_shortcode, built
         headers={"X-Forwarded-For": "196.201.214.200, 10.9.8.7"},
     )
     assert forged.status_code == 403
-    real = call(
+    real = post_callback(
         client,
         listed_shortcode,
         "confirmation",
@@ -731,7 +709,7 @@ def test_callbacks_work_without_csrf_token_or_session(client, shortcode):
     assert client.post("/login", data={"email": "a@b.test", "password": "x"}).status_code == 400
     # ...but Safaricom's callbacks carry none and still go through
     for kind, expected in (("validation", VALIDATION_ACCEPTED), ("confirmation", ACKNOWLEDGED)):
-        response = call(client, shortcode, kind, c2b_body())
+        response = post_callback(client, shortcode, kind, c2b_body())
         assert response.status_code == 200 and response.get_json() == expected
 
 
@@ -744,9 +722,9 @@ def test_processing_failure_still_acknowledges_and_parks_the_payment(
     def broken(session, payment):
         raise RuntimeError("matching exploded")
 
-    monkeypatch.setattr("payments.processing.decide", broken)
+    monkeypatch.setattr("payments.processing.decide_current", broken)
     body = c2b_body(BillRefNumber="LOAN-000123")
-    response = call(client, shortcode, "confirmation", body)
+    response = post_callback(client, shortcode, "confirmation", body)
 
     assert response.status_code == 200 and response.get_json() == ACKNOWLEDGED
     [payment] = payments()
@@ -757,7 +735,7 @@ def test_processing_failure_still_acknowledges_and_parks_the_payment(
     monkeypatch.undo()
     result = runner.invoke(args=["payments", "sweep"])
     assert result.exit_code == 0, result.output
-    assert "re-enqueued 0 payment(s)" in result.output
+    assert "processed 0 payment(s) waiting in received" in result.output
     [payment] = payments()
     assert payment.status == "failed" and payment.attempts == 1  # the sweeper left it alone
     assert paid(loan) == D("0.00")
@@ -790,13 +768,13 @@ def test_sweep_processes_payments_left_in_received(runner, shortcode, loan):
     result = runner.invoke(args=["payments", "sweep"])
 
     assert result.exit_code == 0, result.output
-    assert "re-enqueued 2 payment(s)" in result.output
+    assert "processed 3 payment(s) waiting in received" in result.output
     statuses = {p.id: p.status for p in payments()}
-    assert statuses == {matched.id: "posted", unknown.id: "unmatched", fresh.id: "received"}
-    assert paid(loan) == D("1000.00")
+    assert statuses == {matched.id: "posted", unknown.id: "unmatched", fresh.id: "posted"}
+    assert paid(loan) == D("2000.00")
     # running it again finds nothing left to do
     again = runner.invoke(args=["payments", "sweep"])
-    assert "re-enqueued 0 payment(s)" in again.output and paid(loan) == D("1000.00")
+    assert "processed 0 payment(s)" in again.output and paid(loan) == D("2000.00")
 
 
 # --- shortcodes and their URLs ---------------------------------------------------------
@@ -871,7 +849,7 @@ def test_add_shortcode_twice_is_refused(runner):
 )
 def test_lone_surrogate_in_a_text_field_is_kept_not_a_5xx(client, shortcode, field):
     raw = json.dumps(c2b_body(**{field: "JANE\ud800"})).encode()  # ASCII: "JANE\\ud800"
-    response = call(client, shortcode, "confirmation", raw)
+    response = post_callback(client, shortcode, "confirmation", raw)
     assert response.status_code == 200 and response.get_json() == ACKNOWLEDGED
     [entry] = callback_logs()
     assert entry.outcome in ("stored", "quarantined")
@@ -879,16 +857,23 @@ def test_lone_surrogate_in_a_text_field_is_kept_not_a_5xx(client, shortcode, fie
 
 def test_lone_surrogate_account_under_reject_unknown_gets_a_daraja_answer(client, strict_shortcode):
     body = json.dumps(c2b_body(BusinessShortCode="600986", BillRefNumber="12\udfff34")).encode()
-    response = call(client, strict_shortcode, "validation", body)
+    response = post_callback(client, strict_shortcode, "validation", body)
     assert response.status_code in (200, 400)
     assert response.get_json()["ResultCode"] in ("0", "C2B00012", "C2B00016")
 
 
 @pytest.mark.parametrize("kind", ["confirmation", "validation"])
 def test_trans_time_at_the_start_of_year_one_is_unreadable_not_a_5xx(client, shortcode, kind):
-    response = call(client, shortcode, kind, c2b_body(TransTime="00010101000000"))
+    body = c2b_body(TransTime="00010101000000")
+    response = post_callback(client, shortcode, kind, body)
     assert response.status_code == 200
     assert response.get_json()["ResultCode"] in (0, "0")
+    if kind == "confirmation":  # the money is kept, at the time it was received
+        [payment] = payments()
+        assert payment.trans_id == body["TransID"]
+        assert abs(payment.trans_time - payment.received_at) < timedelta(seconds=5)
+    else:
+        assert payments() == [] and [e.outcome for e in callback_logs()] == ["accepted"]
 
 
 @pytest.mark.postgresql_only
@@ -912,7 +897,7 @@ def test_database_trouble_during_the_token_lookup_does_not_log_the_token(
     try:
         with db.engine.connect() as blocker:
             blocker.execute(text("LOCK TABLE shortcode IN ACCESS EXCLUSIVE MODE"))
-            response = call(client, None, "confirmation", c2b_body(), token=token)
+            response = post_callback(client, None, "confirmation", c2b_body(), token=token)
             blocker.rollback()
     finally:
         event.remove(db.engine, "connect", short_lock_timeout)

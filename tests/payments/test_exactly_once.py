@@ -17,42 +17,29 @@ import sys
 import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, suppress
-from datetime import UTC, datetime, timedelta
+from contextlib import suppress
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 import requests
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
-from werkzeug.serving import make_server
 
+import payments.jobs
 import payments.processing
 from lenders.extensions import db
 from lenders.models import Installment, Loan, Repayment
-from payments.jobs import process_payment_job, sweep_received_payments
+from payments.jobs import post_received_payments
 from payments.models import C2BPayment, CallbackLog
-from tests.payments.conftest import c2b_body, receipt, record_unprocessed
+from tests.conftest import serving
+from tests.payments.conftest import c2b_body, drain, receipt, record_unprocessed
 
 D = Decimal
 ACCEPTED = {"ResultCode": 0, "ResultDesc": "Accepted"}
 ROOT = Path(__file__).resolve().parents[2]
 CRASH_WORKER = Path(__file__).with_name("crash_worker.py")
-
-
-@contextmanager
-def live_server(app):
-    """The app behind werkzeug's threaded server on a free loopback port."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="live-server", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
 
 
 def post_together(url: str, bodies: list[dict], *, threads: int, jitter: float = 0.0):
@@ -109,7 +96,7 @@ def test_fifty_identical_confirmations_from_sixteen_threads_post_once(app, short
     loan = make_loan(principal="90000.00")
     loan_id, url = loan.id, f"/payments/c2b/{shortcode.callback_token}/confirmation"
     rng = random.Random(20251106)
-    with live_server(app) as base:
+    with serving(app) as base:
         for repetition in range(20):
             paid_before = fresh(Loan, loan_id).paid
             amount = D(rng.randrange(100, 10_000)) / 100  # KES 1.00 .. 99.99, with cents
@@ -146,7 +133,7 @@ def test_ten_different_payments_on_one_loan_concurrently_keep_the_balance_exact(
     amounts = [D(a) for a in ("999.99", "1234.56", "0.01", "2500.00", "87.65", "1.10",
                               "701.33", "450.45", "333.33", "1666.67")]  # fmt: skip
     rng = random.Random(8)
-    with live_server(app) as base:
+    with serving(app) as base:
         url = f"{base}/payments/c2b/{shortcode.callback_token}/confirmation"
         for round_ in range(3):
             loan = make_loan()  # KES 10,000 due: 9,000 + 900 interest + 100 fees
@@ -210,39 +197,98 @@ def test_duplicates_are_stopped_by_the_database_not_by_a_check_in_code(
 def test_two_jobs_racing_on_one_payment_post_it_once(
     request, app, database_url, shortcode, make_loan, monkeypatch
 ):
-    """The sweeper may re-enqueue a payment whose first job is still queued or running
-    (RQ redelivery, or a sweep while a retry waits), so two jobs
-    can run for one payment at once. Both read the payment before either writes."""
+    """Two workers drain at once and both look for the same payment in ``received``. The
+    claim decides: on PostgreSQL the second skips the row the first holds; on SQLite it
+    waits for the first to commit and then finds the payment posted."""
     loan = make_loan()
     body = c2b_body(TransAmount="640.00", BillRefNumber=loan.number)
     stored = record_unprocessed(shortcode, body)
     db.session.commit()
 
-    # Hold each job just after its claim until the other has claimed too. Where the claim
-    # is a real row lock the second job cannot get there: the first goes on after 1 s.
+    # Hold each drain just after its claim until the other has claimed too. Where the claim
+    # is a real row lock the second cannot get there: the first goes on after 1 s.
     both_claimed = threading.Barrier(2, timeout=1)
-    real_claim = payments.processing.claim_payment
+    real_claim = payments.jobs.claim_received_payments
 
-    def claim_and_wait(session, payment_id, *args):
-        payment = real_claim(session, payment_id, *args)
+    def claim_and_wait(session, limit):
+        claimed = real_claim(session, limit)
         with suppress(threading.BrokenBarrierError):
             both_claimed.wait()
-        return payment
+        return claimed
 
-    monkeypatch.setattr(payments.processing, "claim_payment", claim_and_wait)
+    monkeypatch.setattr(payments.jobs, "claim_received_payments", claim_and_wait)
 
-    def job() -> str | None:
+    def job() -> int:
         with app.app_context():
-            return process_payment_job(stored.payment_id)
+            try:
+                return post_received_payments(10)
+            finally:
+                db.session.remove()
 
     with ThreadPoolExecutor(2) as pool:
-        results = sorted(pool.map(lambda _: job(), range(2)), key=str)
+        results = sorted(pool.map(lambda _: job(), range(2)))
 
     db.session.expire_all()
     repayments = repayments_for(body["TransID"])
     assert fresh(Loan, loan.id).paid == D("640.00"), [r.amount for r in repayments]
     assert len(repayments) == 1
-    assert results == [None, "posted"]
+    assert results == [0, 1]
+    assert fresh(C2BPayment, stored.payment_id).status == "posted"
+
+
+@pytest.mark.postgresql_only
+def test_a_payment_that_loses_a_race_for_its_loan_is_decided_again_not_failed(
+    app, shortcode, make_borrower, make_loan, monkeypatch
+):
+    """Two payments of one borrower are decided at the same moment by two workers. The first
+    closes the loan the second had chosen (the oldest due); the second, finding the
+    balances changed once it holds the loans' locks, decides again and posts to the other
+    loan. Nothing is parked as failed."""
+    borrower = make_borrower(phones=("0712345678",))
+    first = make_loan(borrower=borrower, principal="400.00", interest="50.00", fees="50.00",
+                      installments=1, disbursed_on=date(2025, 1, 15))  # fmt: skip
+    second = make_loan(borrower=borrower, principal="900.00", interest="90.00", fees="10.00",
+                       installments=1, disbursed_on=date(2025, 3, 1))  # fmt: skip
+    closing = c2b_body(TransAmount="500.00", BillRefNumber=first.number)
+    plain = c2b_body(TransAmount="300.00", BillRefNumber="", MSISDN="254712345678")
+    for body in (closing, plain):
+        record_unprocessed(shortcode, body)
+    db.session.commit()
+
+    both_decided = threading.Barrier(2, timeout=3)
+    calls = Counter()
+    real_match = payments.processing.match_payment
+
+    def match_and_wait(facts):
+        decision = real_match(facts)
+        calls["match"] += 1
+        if calls["match"] <= 2:  # the two first decisions meet; a decision again does not wait
+            with suppress(threading.BrokenBarrierError):
+                both_decided.wait()
+            if facts.amount == D("300.00"):  # the closing payment takes the locks first
+                threading.Event().wait(0.5)
+        return decision
+
+    monkeypatch.setattr(payments.processing, "match_payment", match_and_wait)
+
+    def worker() -> int:
+        with app.app_context():
+            try:
+                return post_received_payments(1)
+            finally:
+                db.session.remove()
+
+    with ThreadPoolExecutor(2) as pool:
+        assert sorted(pool.map(lambda _: worker(), range(2))) == [1, 1]
+
+    db.session.expire_all()
+    assert payments_for(closing["TransID"])[0].status == "posted"
+    late = payments_for(plain["TransID"])[0]
+    assert (late.status, late.error) == ("posted", None)
+    assert [r.loan_id for r in late.repayments] == [second.id]
+    assert fresh(Loan, first.id).status == "closed"
+    assert fresh(Loan, second.id).paid == D("300.00")
+    assert calls["match"] == 3  # the loser decided again
 
 
 def run_crash_worker(database_url: str, payment_id: int, point: str) -> subprocess.CompletedProcess:
@@ -283,20 +329,27 @@ def test_worker_killed_between_claim_and_commit_posts_exactly_once(
     if kill_point == "after_commit":  # the posting was committed before the worker died
         assert payment.status == "posted"
         assert fresh(Loan, loan_id).paid == opening_paid + D("1234.50")
-    else:  # the dead worker's transaction left nothing behind
-        assert (payment.status, payment.attempts, payment.processed_at) == ("received", 0, None)
+    else:  # the dead worker's posting left nothing behind but its claim
+        assert (payment.status, payment.attempts, payment.processed_at) == ("received", 1, None)
+        assert payment.claimed_until > datetime.now(UTC)  # other workers wait for its lease
         assert repayments_for(body["TransID"]) == []
         assert fresh(Loan, loan_id).paid == opening_paid
         assert installments_paid(loan_id) == opening_paid
+        assert drain("payments") == 0  # the lease still holds
 
-    # The sweeper (or RQ re-running the job) finishes the work; running it again does nothing.
-    swept = sweep_received_payments(older_than=timedelta(0))
-    assert swept == (0 if kill_point == "after_commit" else 1)
-    assert sweep_received_payments(older_than=timedelta(0)) == 0
-    assert process_payment_job(stored.payment_id) is None
+    # Once the dead worker's lease runs out, the next pass finishes; another does nothing.
+    db.session.execute(
+        update(C2BPayment)
+        .where(C2BPayment.id == stored.payment_id)
+        .values(claimed_until=datetime.now(UTC) - timedelta(seconds=1))
+    )
+    db.session.commit()
+    assert drain("payments") == (0 if kill_point == "after_commit" else 1)
+    assert drain("payments") == 0
 
     payment = fresh(C2BPayment, stored.payment_id)
-    assert payment.status == "posted" and payment.attempts == 1
+    assert payment.status == "posted"
+    assert payment.attempts == (1 if kill_point == "after_commit" else 2)
     [repayment] = repayments_for(body["TransID"])
     assert repayment.amount == D("1234.50") and repayment.loan_id == loan_id
     assert [r.id for r in payment.repayments] == [repayment.id]

@@ -13,20 +13,10 @@ from lenders.importer import import_loans
 from lenders.models import Borrower, BorrowerPhone
 from lenders.phones import canonical_phone, masked_key, name_key, phone_sha256
 from payments.matching import find_payer, find_reference
-from payments.models import C2BPayment
-from tests.payments.conftest import c2b_body
+from tests.payments.conftest import pay
 
 pytestmark = pytest.mark.both_databases
 D = Decimal
-
-
-def pay(confirm, **fields) -> C2BPayment:
-    body = c2b_body(**fields)
-    assert confirm(body).get_json() == {"ResultCode": 0, "ResultDesc": "Accepted"}
-    db.session.expire_all()
-    return db.session.scalars(
-        select(C2BPayment).where(C2BPayment.trans_id == body["TransID"])
-    ).one()
 
 
 def stored_keys(borrower_id: int) -> list[str | None]:

@@ -5,53 +5,20 @@ from datetime import date
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import select
 
 from lenders.extensions import db
 from lenders.models import Borrower, Loan
 from lenders.phones import phone_sha256
 from payments.matching import BorrowerFacts, LoanFacts, MatchFacts, match_payment
 from payments.models import C2BPayment
-from tests.payments.conftest import c2b_body
+from tests.payments.conftest import pay
 
 pytestmark = pytest.mark.both_databases
 D = Decimal
 
 
-def payment_of(response_trans_id: str) -> C2BPayment:
-    db.session.expire_all()
-    return db.session.scalars(
-        select(C2BPayment).where(C2BPayment.trans_id == response_trans_id)
-    ).one()
-
-
-def pay(confirm, **fields) -> C2BPayment:
-    body = c2b_body(**fields)
-    response = confirm(body)
-    assert response.get_json() == {"ResultCode": 0, "ResultDesc": "Accepted"}
-    return payment_of(body["TransID"])
-
-
 def posted_to(payment: C2BPayment) -> list[tuple[str, Decimal]]:
     return [(r.loan.number, r.amount) for r in payment.repayments]
-
-
-@pytest.fixture
-def jane(make_borrower):
-    return make_borrower("Jane Wanjiku", national_id="23456789", phones=("0712345678",))
-
-
-@pytest.fixture
-def jane_loan(make_loan, jane):
-    return make_loan(
-        borrower=jane,
-        number="LOAN-000123",
-        principal="5000.00",
-        interest="0",
-        fees="0",
-        installments=5,
-        disbursed_on=date(2025, 1, 1),
-    )
 
 
 @pytest.mark.parametrize(

@@ -86,6 +86,23 @@ def test_control_characters_never_reach_the_book():
 
 
 @pytest.mark.parametrize(
+    ("sent", "kept"),
+    [
+        ("JANE\u202eNGIRTS", "JANENGIRTS"),  # right-to-left override
+        ("\u2067JANE\u2069", "JANE"),  # right-to-left isolate
+        ("JA\u200bNE", "JANE"),  # zero-width space
+        ("JANE\u2028ADMIN", "JANEADMIN"),  # line separator
+        ("JANE\u2029", "JANE"),  # paragraph separator
+        ("\ufeffJANE\u200e", "JANE"),  # byte-order mark, left-to-right mark
+        ("WANJIKŨ Ñ 王", "WANJIKŨ Ñ 王"),  # letters of every script stay
+    ],
+)
+def test_characters_that_reorder_or_hide_a_name_are_dropped(sent, kept):
+    notice = parse_c2b(body(FirstName=sent, LastName=sent, BillRefNumber=sent))
+    assert (notice.first_name, notice.last_name, notice.bill_ref) == (kept, kept, kept)
+
+
+@pytest.mark.parametrize(
     "raw",
     [
         b"",

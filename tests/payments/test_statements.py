@@ -1,8 +1,12 @@
 """Reconciliation: the M-Pesa statement brings in what no callback delivered, once."""
 
 import json
+import re
+import time
+import zipfile
 from datetime import date
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from openpyxl import Workbook
@@ -10,8 +14,9 @@ from sqlalchemy import func, select
 
 from lenders.extensions import db
 from lenders.models import Loan
+from payments import statements
 from payments.models import C2BPayment
-from tests.payments.conftest import c2b_body
+from tests.payments.conftest import c2b_body, payment_by_receipt
 
 pytestmark = pytest.mark.both_databases
 HEADER = (
@@ -76,8 +81,7 @@ def test_statement_fills_the_gaps_and_counts_the_rest(runner, tmp_path, confirm,
         "ignored": 2,
         "errors": ["line 8: bad amount 'lots' in Paid In"],
     }
-    db.session.expire_all()
-    lost = db.session.scalars(select(C2BPayment).where(C2BPayment.trans_id == "TK6LOST001")).one()
+    lost = payment_by_receipt("TK6LOST001")
     assert lost.status == "posted" and lost.rule == "bill_ref" and lost.amount == Decimal("1200.00")
     assert db.session.get(Loan, book.id).paid == Decimal("1700.00")
 
@@ -126,3 +130,101 @@ def test_a_file_that_is_not_a_statement_says_so(runner, tmp_path, shortcode):
     path.write_text("name,amount\nx,1\n")
     summary = run(runner, path)
     assert summary["rows"] == 0 and "Receipt No." in summary["errors"][0]
+
+
+# --- a hostile file: answered at once, in little memory, with a clear message -------------
+
+
+def rewritten_xlsx(tmp_path, sheet_rows: str, extra: dict[str, bytes] | None = None) -> Path:
+    """A real workbook whose first sheet holds ``sheet_rows`` (sheetData XML), written
+    straight into the zip: 300,000 rows take a second, not openpyxl's minutes."""
+    source = tmp_path / "source.xlsx"
+    Workbook().save(source)
+    path = tmp_path / "statement.xlsx"
+    with (
+        zipfile.ZipFile(source) as original,
+        zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as out,
+    ):
+        for item in original.infolist():
+            data = original.read(item.filename)
+            if item.filename == "xl/worksheets/sheet1.xml":
+                text = data.decode()
+                start, end = text.index("<sheetData"), text.index("</worksheet>")
+                data = (text[:start] + f"<sheetData>{sheet_rows}</sheetData>" + text[end:]).encode()
+                data = re.sub(rb"<dimension[^>]*/>", b"", data)
+            out.writestr(item, data)
+        for name, data in (extra or {}).items():
+            out.writestr(name, data)
+    return path
+
+
+def junk_rows(count: int, first: int = 1) -> str:
+    return "".join(
+        f'<row r="{n}"><c r="A{n}" t="inlineStr"><is><t>x</t></is></c></row>'
+        for n in range(first, first + count)
+    )
+
+
+def test_a_huge_workbook_without_a_header_is_refused_at_once(runner, tmp_path, shortcode):
+    path = rewritten_xlsx(tmp_path, junk_rows(300_000))
+    assert path.stat().st_size < 2_000_000
+    started = time.monotonic()
+    summary = run(runner, path)
+    assert time.monotonic() - started < 10
+    assert summary["rows"] == 0
+    assert "first 30 rows" in summary["errors"][0]
+
+
+def test_a_header_below_the_first_rows_is_not_looked_for(runner, tmp_path, shortcode):
+    path = statement(tmp_path, rows=ROWS)
+    path.write_text("\n" * 30 + path.read_text(), encoding="utf-8")
+    summary = run(runner, path)
+    assert summary["gaps_filled"] == 0 and "first 30 rows" in summary["errors"][0]
+
+
+def test_a_statement_over_the_row_limit_imports_nothing(
+    runner, tmp_path, shortcode, book, monkeypatch
+):
+    monkeypatch.setattr(statements, "MAX_ROWS", 4)
+    summary = run(runner, statement(tmp_path))
+    assert summary["gaps_filled"] == 0 and "more than 4 rows" in summary["errors"][0]
+    assert db.session.scalar(select(func.count()).select_from(C2BPayment)) == 0
+
+
+def test_a_workbook_that_unpacks_into_too_much_is_refused(runner, tmp_path, shortcode, book):
+    header = "".join(
+        f'<c r="{chr(65 + i)}2" t="inlineStr"><is><t>{name}</t></is></c>'
+        for i, name in enumerate(HEADER.split(","))
+    )
+    bomb = {"xl/media/padding.bin": b"\0" * (statements.MAX_UNPACKED_BYTES + 1)}
+    path = rewritten_xlsx(tmp_path, f'<row r="2">{header}</row>', extra=bomb)
+    assert path.stat().st_size < 1_000_000
+    summary = run(runner, path)
+    assert summary["rows"] == 0 and "unpacks to" in summary["errors"][0]
+
+
+def test_a_row_reaching_the_last_column_is_read_as_a_statement_row(
+    runner, tmp_path, shortcode, book
+):
+    header = "".join(
+        f'<c r="{chr(65 + i)}1" t="inlineStr"><is><t>{name}</t></is></c>'
+        for i, name in enumerate(HEADER.split(","))
+    )
+    cells = ["TK6WIDE001", "15-01-2025 15:00:00", "", "Pay Bill", "Completed", "800", "", "", ""]
+    cells += ["Pay Bill Online", "254712345678 - JANE WANJIKU", "", "LOAN-000123"]
+    row = "".join(
+        f'<c r="{chr(65 + i)}2" t="inlineStr"><is><t>{value}</t></is></c>'
+        for i, value in enumerate(cells)
+    )
+    far = '<c r="XFD2" t="inlineStr"><is><t>far away</t></is></c>'
+    path = rewritten_xlsx(tmp_path, f'<row r="1">{header}</row><row r="2">{row}{far}</row>')
+    summary = run(runner, path)
+    assert summary["gaps_filled"] == 1 and summary["errors"] == []
+
+
+@pytest.mark.parametrize("content", [b"not a zip", b"PK\x03\x04 broken"])
+def test_a_file_named_xlsx_that_is_not_one_says_so(runner, tmp_path, shortcode, content):
+    path = tmp_path / "statement.xlsx"
+    path.write_bytes(content)
+    summary = run(runner, path)
+    assert summary["rows"] == 0 and "XLSX" in summary["errors"][0]

@@ -1,81 +1,108 @@
-"""The transactions filter as the URL gives it: every value has a meaning, so a stale or
-hand-edited bookmark still opens; what cannot be read is no filter, never an error."""
+"""Every filter of the transactions page selects, page by page, exactly the set the CSV
+export holds, for an admin and for an officer. The payments are built once per database
+(``module_app``); the tests only read them."""
 
-import re
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from urllib.parse import urlencode
 
 import pytest
-from flask import request
+from sqlalchemy import select, update
 
-from payments.forms import TransactionFilterForm
-from payments.reports import TransactionFilter
-
-D = Decimal
-
-
-@pytest.mark.parametrize(
-    ("args", "expected"),
-    [
-        ({}, TransactionFilter()),
-        (
-            {"q": "  Kamau ", "phone": " 0712 345 678 ", "loan": " loan 951 "},
-            TransactionFilter(q="Kamau", phone="0712 345 678", loan="loan 951"),
-        ),
-        (
-            {"amount_min": "1,500", "amount_max": " 2000.50 "},
-            TransactionFilter(amount_min=D("1500"), amount_max=D("2000.50")),
-        ),
-        ({"amount_min": "abc", "amount_max": "NaN"}, TransactionFilter()),
-        ({"amount_min": "Infinity", "amount_max": ""}, TransactionFilter()),
-        (
-            {"date_from": "2026-11-03", "date_to": "2026-1-5"},
-            TransactionFilter(date_from=date(2026, 11, 3), date_to=date(2026, 1, 5)),
-        ),
-        ({"date_from": "03/11/2026", "date_to": "2026-02-30"}, TransactionFilter()),
-        (
-            {"status": "posted", "rule": "bill_ref"},
-            TransactionFilter(status="posted", rule="bill_ref"),
-        ),
-        ({"status": "Posted", "rule": "bill ref"}, TransactionFilter()),
-        ({"shortcode": " 600985 "}, TransactionFilter(shortcode="600985")),
-        ({"shortcode": "1234567890123456"}, TransactionFilter(shortcode="123456789012")),
-        ({"q": "x" * 70, "phone": "7" * 50}, TransactionFilter(q="x" * 60, phone="7" * 40)),
-        (
-            [("status", "posted"), ("status", "failed"), ("date_from", "2026-11-03")]
-            + [("date_from", "2026-11-04"), ("amount_min", "5"), ("amount_min", "x")],
-            TransactionFilter(status="posted", date_from=date(2026, 11, 3), amount_min=D(5)),
-        ),
-        ({"before": "99", "page": "2", "csrf_token": "x"}, TransactionFilter()),
-    ],
-    ids=lambda value: None if isinstance(value, TransactionFilter) else urlencode(value)[:40],
+from lenders.extensions import db
+from lenders.models import StaffUser
+from lenders.phones import phone_sha256
+from payments import reports
+from payments.models import C2BPayment
+from tests.conftest import htmx_client, new_staff
+from tests.payments.conftest import (
+    c2b_body,
+    every_page,
+    loan_for,
+    new_shortcode,
+    post_callback,
 )
-def test_the_filter_form_reads_the_url_as_it_is_written(app, args, expected):
-    with app.test_request_context(f"/payments/transactions/?{urlencode(args)}"):
-        form = TransactionFilterForm(formdata=request.args, meta={"csrf": False})
-        assert form.to_filter() == expected
-        assert form.validate()  # nothing in a URL is an error to show
+
+pytestmark = pytest.mark.both_databases
 
 
-def test_unreadable_filters_are_ignored_and_the_readable_ones_kept_on_the_page(
-    client, auth, shortcode, confirm
-):
-    from tests.payments.conftest import c2b_body
+@pytest.fixture(scope="module")
+def built_payments(module_app):
+    """Thirty payments that differ in every way the filters look: phone form, amount, day,
+    name, reference, shortcode, status and rule; eight of them on a colleague's loan."""
+    client = htmx_client(module_app)
+    with module_app.app_context():
+        officer, admin = new_staff("officer"), new_staff("admin")
+        mine = loan_for(officer, "LOAN-000951", "Kamau Mine", phones=())
+        theirs = loan_for(new_staff("officer"), "LOAN-000952", "Ann Theirs", phones=())
+        main, other = new_shortcode(), new_shortcode("600985", name="Second paybill")
+        forms = ("254712345678", phone_sha256("254712345678"), "2547 ***** 678", "254799000111")
+        refs = (mine.number, "loan 951", "rent 50%", "X_Y", "", theirs.number, "952")
+        names = ("KAMAU", "Wanjiru", "Otieno")
+        for n in range(30):
+            body = c2b_body(
+                TransID=f"TK6V{n:06d}",
+                MSISDN=forms[n % 4],
+                TransAmount=f"{(100, 1000, 1500, 2000, 990)[n % 5]}.00",
+                BillRefNumber=refs[n % 7],
+                FirstName=names[n % 3],
+            )
+            if n % 7 == 3:
+                body["BusinessShortCode"] = "600985"
+            post_callback(client, other if n % 7 == 3 else main, "confirmation", body)
+        start = datetime(2026, 11, 1, 6, 0, tzinfo=UTC)
+        ids = db.session.scalars(select(C2BPayment.id).order_by(C2BPayment.id)).all()
+        for n, payment_id in enumerate(ids):
+            db.session.execute(
+                update(C2BPayment)
+                .where(C2BPayment.id == payment_id)
+                .values(received_at=start + timedelta(days=n % 9, hours=n))
+            )
+        db.session.commit()
+        return {"officer": officer.id, "admin": admin.id}
 
-    auth.login("admin")
-    confirm(c2b_body(TransID="TK6FILTER1", TransAmount="2500.00"))
-    confirm(c2b_body(TransID="TK6FILTER2", TransAmount="500.00"))
 
-    response = client.get(
-        "/payments/transactions/?amount_min=1,000&amount_max=lots&status=bogus&date_to=soon"
-    )
+@pytest.fixture(params=["admin", "officer"])
+def viewer(request, read_app, built_payments) -> StaffUser:
+    return db.session.get(StaffUser, built_payments[request.param])
 
-    page = response.get_data(as_text=True)
-    assert response.status_code == 200
-    assert "TK6FILTER1" in page and "TK6FILTER2" not in page
-    assert re.search(r'<input [^>]*name="amount_min"[^>]*value="1000">', page)
-    assert re.search(r'<input [^>]*name="amount_max"[^>]*value="">', page)
-    assert '<option selected value="">Any status</option>' in page
-    for label in ("Name, account or receipt", "Phone", "Loan number", "Amount from"):
-        assert f">{label}</label>" in page  # every filter has a visible label
+
+FILTERS = [
+    {},
+    {"phone": "0712 345 678"},
+    {"phone": "+254 712 345678"},
+    {"phone": "799000"},
+    {"phone": "no digits"},
+    {"amount_min": "1000", "amount_max": "1500"},
+    {"amount_min": "1999.99"},
+    {"amount_max": "100"},
+    {"date_from": date(2026, 11, 3), "date_to": date(2026, 11, 5)},
+    {"date_to": date(2026, 11, 2)},
+    {"status": "posted"},
+    {"status": "unmatched"},
+    {"rule": "bill_ref"},
+    {"shortcode": "600985"},
+    {"loan": "loan 951"},
+    {"q": "kamau"},
+    {"q": "50%"},
+    {"q": "x_y"},
+    {"q": "tk6v000007"},
+    {"phone": "0712345678", "status": "posted", "amount_min": "1000", "q": "wanjiru"},
+]
+
+
+@pytest.mark.parametrize("given", FILTERS, ids=lambda f: ",".join(f) or "none")
+def test_every_filter_pages_through_exactly_the_set_the_export_holds(viewer, given):
+    """The page's SQL and the export's SQLAlchemy query are two spellings of one filter."""
+    values = {k: Decimal(v) if k.startswith("amount") else v for k, v in given.items()}
+    filters = reports.TransactionFilter(**values)
+    exported = list(db.session.scalars(reports.filtered_query(viewer, filters)))
+
+    shown = every_page(viewer, filters, 4)
+
+    assert shown == [p.id for p in reversed(exported)]
+    if not given:  # not empty, and the officer does not see the colleague's payments
+        assert len(shown) == (30 if viewer.is_admin else 30 - 8)
+    elif given == {"phone": "no digits"}:
+        assert shown == []
+    else:  # each filter keeps some payments and leaves some out
+        assert 0 < len(shown) < len(every_page(viewer, reports.TransactionFilter(), 50))

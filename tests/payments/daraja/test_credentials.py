@@ -14,7 +14,7 @@ from freezegun import freeze_time
 
 from payments.daraja import default_certificate, security_credential, stk_password, stk_timestamp
 from payments.daraja.credentials import decrypt_security_credential
-from payments.daraja.emulator_state import SANDBOX_PASSKEY
+from payments.demo import SANDBOX_PASSKEY
 
 
 @pytest.fixture(scope="module")

@@ -185,6 +185,8 @@ def test_transaction_status_of_our_b2c_by_originator_id(emulator, daraja, receiv
 
 
 def test_transaction_status_of_an_unknown_receipt(emulator, daraja, receiver, credential):
+    """REFERENCE §9.1: Transaction Status's result codes are 0 and SFC_IC0003, a string;
+    a Reversal code (R000002) would mislead whoever asked."""
     answer = daraja.transaction_status(
         initiator_name=emulator.initiator,
         security_credential=credential,
@@ -193,7 +195,10 @@ def test_transaction_status_of_an_unknown_receipt(emulator, daraja, receiver, cr
         **hooks(receiver, "status"),
     )
     result = result_for(receiver, "status", answer["OriginatorConversationID"])
-    assert result["ResultCode"] == "R000002"
+    assert (result["ResultType"], result["ResultCode"]) == (0, "SFC_IC0003")
+    assert result["ResultDesc"] == "The operator does not exist."
+    assert "ResultParameters" not in result
+    assert result["TransactionID"].endswith("0000000")
 
 
 def test_account_balance_result_has_string_codes(emulator, daraja, receiver, credential):

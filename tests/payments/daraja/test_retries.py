@@ -18,7 +18,7 @@ from payments.daraja import (
     SpikeArrest,
     UnexpectedResponse,
 )
-from payments.daraja.emulator import background_server
+from payments.emulator.server import background_server
 
 BALANCE = "/mpesa/accountbalance/v1/query"
 B2C_V3, B2C_V1 = "/mpesa/b2c/v3/paymentrequest", "/mpesa/b2c/v1/paymentrequest"

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from lenders.extensions import db
 from lenders.models import AuditEvent
-from payments.daraja.emulator import background_server
+from payments.emulator.server import background_server
 from payments.models import C2BPayment, Shortcode
 
 CANARY = "canary-consumer-secret-4417"

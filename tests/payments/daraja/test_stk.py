@@ -154,7 +154,13 @@ def test_dropped_callback_leaves_the_query_to_tell(emulator, daraja, receiver):
     emulator.faults(drop_callback=True)
     checkout_id = push(daraja, emulator, receiver, "254712000009")["CheckoutRequestID"]
     assert emulator.wait_for_delivery(checkout_id, "stk_callback")[0]["outcome"] == "dropped"
-    assert receiver.bodies("stk/callback") == []
+    # only this push's: an earlier test's callback may still land late on a busy machine
+    mine = [
+        body
+        for body in receiver.bodies("stk/callback")
+        if body["Body"]["stkCallback"]["CheckoutRequestID"] == checkout_id
+    ]
+    assert mine == []
     answer = daraja.stk_query(emulator.stk_shortcode, emulator.passkey, checkout_id)
     assert answer["ResultCode"] == "0"
 

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from lenders.extensions import db
-from payments.daraja.emulator import background_server
+from payments.emulator.server import background_server
 from payments.models import C2BPayment
 
 

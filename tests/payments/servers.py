@@ -1,37 +1,20 @@
-"""The Daraja emulator and a callback receiver, each a real HTTP server on a free loopback
-port in a thread (one pair per test module), and a client pointed at the emulator."""
+"""The Daraja emulator seen from outside, and a callback receiver: what the fixtures in
+tests/payments/conftest.py serve over real HTTP on free loopback ports."""
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 
-import pytest
 import requests
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from flask import Flask, request
 
-from payments.daraja import DarajaClient, MemoryTokenCache, security_credential
-from payments.daraja.emulator import background_server, create_emulator
-from payments.daraja.emulator_state import SANDBOX_PASSKEY
+from payments.demo import SANDBOX_INITIATOR, SANDBOX_PASSKEY
 
 KEY, SECRET = "key-v2-app", "secret-v2-app"
 KEY_V1, SECRET_V1 = "key-v1-app", "secret-v1-app"
-INITIATOR, INITIATOR_PASSWORD = "testapi", "Safaricom999!*!"
+INITIATOR, INITIATOR_PASSWORD = SANDBOX_INITIATOR
 PAYBILL, STK_SHORTCODE, V1_PAYBILL = "600984", "174379", "600111"
-
-
-@pytest.fixture(scope="session")
-def emulator_key_pem() -> bytes:
-    """One RSA key for every emulator in the run (generating one per module is wasted time)."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
 
 
 def emulator_config(key_pem: bytes, **overrides) -> dict:
@@ -160,81 +143,3 @@ class Receiver:
         self.validation_answer = {"ResultCode": "0", "ResultDesc": "Accepted"}
         self.validation_status = 200
         self.validation_delay = 0.0
-
-
-@pytest.fixture(scope="module")
-def emulator_overrides() -> dict:
-    """A test module may override this to configure its emulator differently."""
-    return {}
-
-
-@pytest.fixture
-def start_emulator(emulator_key_pem):
-    """Start another emulator with some settings changed, for one test."""
-    with contextlib.ExitStack() as stack:
-
-        def start(**overrides) -> Emulator:
-            app = create_emulator(emulator_config(emulator_key_pem, **overrides))
-            return Emulator(stack.enter_context(background_server(app)))
-
-        yield start
-
-
-@pytest.fixture(scope="module")
-def emulator(emulator_key_pem, emulator_overrides):
-    app = create_emulator(emulator_config(emulator_key_pem, **emulator_overrides))
-    with background_server(app) as url:
-        yield Emulator(url)
-
-
-@pytest.fixture(scope="module")
-def receiver():
-    hooks = Receiver()
-    with background_server(hooks.app) as url:
-        hooks.url = url
-        yield hooks
-
-
-@pytest.fixture(autouse=True)
-def clean_slate(request):
-    """Faults off and no callbacks remembered, for modules that use the servers."""
-    if "emulator" in request.fixturenames:
-        request.getfixturevalue("emulator").reset_faults()
-    if "receiver" in request.fixturenames:
-        request.getfixturevalue("receiver").reset()
-    yield
-
-
-@pytest.fixture
-def make_client(emulator):
-    """Clients for an emulator (this module's unless given), each with its own token cache
-    and fast retries; closed after the test."""
-    made: list[DarajaClient] = []
-
-    def make(key: str = KEY, secret: str = SECRET, *, on: Emulator | None = None, **kwargs):
-        options = {
-            "base_url": (on or emulator).url,
-            "token_cache": MemoryTokenCache(),
-            "backoff_base": 0.01,
-            "backoff_max": 0.05,
-            "timeout": (2, 5),
-        }
-        options.update(kwargs)
-        made.append(DarajaClient(key, secret, **options))
-        return made[-1]
-
-    yield make
-    for client in made:
-        client.close()
-
-
-@pytest.fixture
-def daraja(make_client):
-    """A client for the v2 app."""
-    return make_client()
-
-
-@pytest.fixture
-def credential(emulator):
-    """The testapi initiator's SecurityCredential under the emulator's certificate."""
-    return security_credential(INITIATOR_PASSWORD, emulator.certificate())

@@ -14,6 +14,9 @@ from zoneinfo import ZoneInfo
 NAIROBI = ZoneInfo("Africa/Nairobi")
 SANDBOX_SUBSCRIBER = "254705912645"
 SANDBOX_SUBSCRIBER_NAMES = ("NICHOLAS", "JOHN", "SONGOK")
+# The sandbox's test MSISDN never answers an STK prompt: 1037 "No response from user." (§5)
+TEST_MSISDN = "254708374149"
+NO_RESPONSE = "No response from user."
 _ALNUM = string.ascii_uppercase + string.digits
 _TOKEN_CHARS = string.ascii_letters + string.digits
 
@@ -142,6 +145,17 @@ def c2b_notice(
     return body
 
 
+def typed_code(code: int | str, code_type: str = "documented", as_string: bool = False):
+    """A ResultCode or ResultType as the ``result_code_type`` variant sends it: "number",
+    "string", or "documented" (a string when ``as_string``, as Account Balance sends them).
+    An alphanumeric code (``SFC_IC0003``, ``R000001``) is a string whatever the variant."""
+    if isinstance(code, str) and not code.isdigit():
+        return code
+    if code_type == "string" or (code_type == "documented" and as_string):
+        return str(code)
+    return int(code)
+
+
 def stk_callback(
     *,
     merchant_request_id: str,
@@ -151,6 +165,8 @@ def stk_callback(
     receipt_number: str = "",
     moment: datetime | None = None,
     msisdn: str = "",
+    result_desc: str | None = None,
+    code_type: str = "documented",
 ) -> dict:
     """The STK callback: ResultCode a number (a string for codes like SFC_IC0003), metadata
     only on success, with numbers for Amount, TransactionDate and PhoneNumber and a Balance
@@ -158,8 +174,8 @@ def stk_callback(
     inner: dict = {
         "MerchantRequestID": merchant_request_id,
         "CheckoutRequestID": checkout_request_id,
-        "ResultCode": result_code,
-        "ResultDesc": STK_RESULTS.get(result_code, "The service request failed."),
+        "ResultCode": typed_code(result_code, code_type),
+        "ResultDesc": result_desc or STK_RESULTS.get(result_code, "The service request failed."),
     }
     if result_code == 0 and amount is not None and moment is not None:
         inner["CallbackMetadata"] = {
@@ -184,25 +200,28 @@ def result_envelope(
     reference: tuple[str, str] | None = None,
     as_strings: bool = False,
     result_desc: str | None = None,
+    code_type: str = "documented",
+    parameter_shape: str = "list",
 ) -> dict:
     """The ``{"Result": {...}}`` posted to a ResultURL (B2C, status, balance, reversal).
-    ``as_strings`` gives Account Balance's string ResultType/ResultCode. A parameter whose
-    value is None is sent with no Value key, as Daraja does."""
+    ``as_strings``: Account Balance's documented string ResultType/ResultCode; ``code_type``
+    and ``parameter_shape`` are the variants (see ``faults.FAULT_DEFAULTS``). A parameter
+    whose value is None is sent with no Value key, as Daraja does."""
     result: dict = {
-        "ResultType": "0" if as_strings else 0,
-        "ResultCode": str(result_code) if as_strings else result_code,
+        "ResultType": typed_code(0, code_type, as_strings),
+        "ResultCode": typed_code(result_code, code_type, as_strings),
         "ResultDesc": result_desc or RESULTS.get(result_code, "The service request failed."),
         "OriginatorConversationID": originator_conversation_id,
         "ConversationID": conversation_id,
         "TransactionID": transaction_id,
     }
     if parameters:
-        result["ResultParameters"] = {
-            "ResultParameter": [
-                {"Key": key} if value is None else {"Key": key, "Value": value}
-                for key, value in parameters
-            ]
-        }
+        items = [
+            {"Key": key} if value is None else {"Key": key, "Value": value}
+            for key, value in parameters
+        ]
+        single = parameter_shape == "object" and len(items) == 1
+        result["ResultParameters"] = {"ResultParameter": items[0] if single else items}
     if reference:
         result["ReferenceData"] = {"ReferenceItem": {"Key": reference[0], "Value": reference[1]}}
     return {"Result": result}
