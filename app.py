@@ -7,7 +7,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 import lenders
 import payments
-from lenders import database, vault, web
+from lenders import database, logs, vault, web
 from lenders.config import config_from_env
 from lenders.extensions import csrf, db, htmx, limiter, login_manager, migrate
 
@@ -17,6 +17,7 @@ def create_app(config: dict | None = None) -> Flask:
     app = Flask(__name__, instance_relative_config=True)
     app.config.update(config_from_env())
     app.config.update(config or {})
+    logs.init_app(app)  # first: every later line is structured and carries its request id
     # Secure cookies whenever Safaricom and staff reach us over https (always in production).
     app.config["SESSION_COOKIE_SECURE"] = app.config["PUBLIC_BASE_URL"].startswith("https://")
     if app.config["PROXY_HOPS"]:

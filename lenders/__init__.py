@@ -9,13 +9,14 @@ if TYPE_CHECKING:  # importing the package loads no Flask (the Daraja client mus
 
 
 def init_app(app: Flask) -> None:
-    """Logging in, the lending book's screens, the ``flask lenders`` commands and the job
+    """Logging in, the lending book's screens, the ``flask lenders`` commands, the job
     runner (lenders/jobs.py: its worker thread and ``flask jobs``; packages register their
-    work with it)."""
-    from lenders import auth, cli, views
+    work with it) and /healthz and /metrics (lenders/health.py)."""
+    from lenders import auth, cli, health, views
     from lenders.jobs import runner
 
     app.register_blueprint(auth.bp)
     views.init_app(app)
     app.cli.add_command(cli.group)
     runner.init_app(app)
+    health.init_app(app)

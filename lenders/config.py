@@ -100,4 +100,8 @@ def config_from_env(environ: Mapping[str, str] | None = None) -> dict:
         "RATELIMIT_STORAGE_URI": env.get("REDIS_URL") or "memory://",
         "RATELIMIT_HEADERS_ENABLED": True,
         "DEBUG": False,
+        # Structured logs (lenders/logs.py) at this level and above.
+        "LOG_LEVEL": env.get("MAREJESHO_LOG_LEVEL", "INFO").upper(),
+        # The bearer token Prometheus sends to /metrics; without one, /metrics is not served.
+        "METRICS_TOKEN": env.get("MAREJESHO_METRICS_TOKEN") or None,
     }

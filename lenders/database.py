@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from flask import Flask
@@ -95,3 +96,35 @@ class Prepared:
         cursor = driver_connection.cursor()
         cursor.execute(sql, params)
         return cursor
+
+
+_quick: dict = {}
+
+
+def quick_engine(engine):
+    """For PostgreSQL, a companion of ``engine`` for the one-statement writes on the hot
+    path (a confirmation): autocommit, so no COMMIT round trip, and no ping on checkout
+    (the caller replaces a dead connection and tries once more). Other databases: the
+    engine itself. One per engine and process."""
+    if engine.dialect.name != "postgresql":
+        return engine
+    quick = _quick.get((os.getpid(), engine))
+    if quick is None:
+        from sqlalchemy import create_engine
+
+        key = (os.getpid(), engine)
+        quick = _quick[key] = create_engine(
+            engine.url,
+            isolation_level="AUTOCOMMIT",
+            pool_pre_ping=False,
+            hide_parameters=True,
+            connect_args={"connect_timeout": 3},
+        )
+
+        @event.listens_for(engine, "engine_disposed")
+        def _dispose_too(_engine) -> None:
+            companion = _quick.pop(key, None)
+            if companion is not None:
+                companion.dispose()
+
+    return quick

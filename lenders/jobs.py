@@ -29,19 +29,36 @@ from datetime import UTC, datetime, timedelta
 from functools import cache
 
 from flask import Flask, current_app, has_request_context
-from sqlalchemy import event, select, update
+from sqlalchemy import String, Text, event, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.orm import Session, scoped_session
+from sqlalchemy.orm import Mapped, Session, mapped_column, scoped_session
 
 from lenders.extensions import db
-from lenders.models import ScheduledJob
+from lenders.models import UTCDateTime
 
 QUEUE = "marejesho"
 WAKE_KEY = "marejesho:wake"
 RETRY_INTERVALS = [1, 2, 4, 8, 16]  # seconds between RQ's retries of a one-off job
-POLL_SECONDS = 2.0  # a drain is looked at this often even when nothing wakes it
+POLL_SECONDS = 1.0  # a drain is looked at this often even when nothing wakes it
+WAKE_EVERY = 0.02  # a process sends Redis at most one wake-up in this many seconds
 log = logging.getLogger("marejesho.jobs")
+
+
+class ScheduledJob(db.Model):
+    """The lease of one periodic job: the process whose write moves ``due_at`` on runs this
+    interval's turn (lenders/jobs.py). Also what the admins' jobs screen shows."""
+
+    __tablename__ = "scheduled_job"
+
+    name: Mapped[str] = mapped_column(String(120), primary_key=True)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    error: Mapped[str | None] = mapped_column(Text)
+
+    def __repr__(self) -> str:
+        return f"<ScheduledJob {self.name} due {self.due_at:%H:%M:%S}>"
 
 
 @dataclass(frozen=True)
@@ -149,6 +166,7 @@ class _Breaker:
 
 
 _breaker = _Breaker()
+_last_wake = [0.0]
 
 
 def wake(*names: str) -> None:
@@ -157,8 +175,10 @@ def wake(*names: str) -> None:
     app = current_app._get_current_object()
     url = app.config.get("REDIS_URL")
     if url:
-        if _breaker.open():
-            return
+        now = time.monotonic()
+        if _breaker.open() or now - _last_wake[0] < WAKE_EVERY:
+            return  # under a burst the workers are awake already: they loop until it is done
+        _last_wake[0] = now
         try:
             pipe = redis_connection(url).pipeline(transaction=False)
             pipe.lpush(WAKE_KEY, "1").ltrim(WAKE_KEY, 0, 0).execute()

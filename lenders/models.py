@@ -436,19 +436,3 @@ class Setting(db.Model):
 
     def __repr__(self) -> str:
         return f"<Setting {self.key}>"
-
-
-class ScheduledJob(db.Model):
-    """The lease of one periodic job: the process whose write moves ``due_at`` on runs this
-    interval's turn (lenders/jobs.py). Also what the admins' jobs screen shows."""
-
-    __tablename__ = "scheduled_job"
-
-    name: Mapped[str] = mapped_column(String(120), primary_key=True)
-    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    error: Mapped[str | None] = mapped_column(Text)
-
-    def __repr__(self) -> str:
-        return f"<ScheduledJob {self.name} due {self.due_at:%H:%M:%S}>"

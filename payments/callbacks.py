@@ -16,12 +16,14 @@ from flask import Blueprint, current_app, jsonify, request
 from sqlalchemy import bindparam, event, select
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from lenders import logs
 from lenders.database import Prepared
 from lenders.extensions import csrf, db
 from lenders.jobs import wake
 from lenders.web import public
 from payments import intake, journal
 from payments.models import CallbackLog, Shortcode
+from payments.monitoring import count_callback
 
 bp = Blueprint("c2b", __name__, url_prefix="/payments/c2b")
 csrf.exempt(bp)
@@ -109,6 +111,7 @@ def init_app(app) -> None:
     for logger in (*map(logging.getLogger, REDACTED_LOGS), app.logger):
         if not any(isinstance(f, RedactCallbackTokens) for f in logger.filters):
             logger.addFilter(RedactCallbackTokens())
+    logs.redact(RedactCallbackTokens.pattern, r"\1***")  # and on every line, whatever the logger
 
 
 def _wrong_method(error):
@@ -248,7 +251,9 @@ def confirmation(token: str):
         # On this host's disk before Safaricom hears "Accepted"; replayed once the
         # database answers. If the journal cannot take it either, the answer is 503.
         journal.keep(shortcode, body, source_ip=request.remote_addr, headers=headers)
+        count_callback(shortcode.number, "confirmation", "journalled")
         return current_app.response_class(_ACKNOWLEDGED_JSON, mimetype="application/json")
+    count_callback(shortcode.number, "confirmation", stored.outcome)
     if stored.needs_processing:
         wake("payments")  # a hint: the workers also poll for payments in received
     return current_app.response_class(_ACKNOWLEDGED_JSON, mimetype="application/json")
@@ -275,6 +280,7 @@ def validation(token: str):
         )
     )
     db.session.commit()
+    count_callback(shortcode.number, "validation", "accepted" if accepted else "rejected")
     return jsonify(answer), status
 
 

@@ -8,12 +8,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import Connection, Engine, insert, select
+from sqlalchemy import Connection, Engine, bindparam, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from lenders.book import record_audit
-from lenders.database import Prepared
+from lenders.database import Prepared, quick_engine
 from lenders.models import utcnow
 from payments.matching import find_reference
 from payments.models import C2BPayment, CallbackLog, Shortcode
@@ -94,6 +94,33 @@ _NEW_PAYMENT = {
     "sqlite": Prepared(_insert_ignoring_duplicates(sqlite.insert), _PAYMENT_COLUMNS),
     "postgresql": Prepared(_insert_ignoring_duplicates(postgresql.insert), _PAYMENT_COLUMNS),
 }
+
+
+def _payment_then_log_entry():
+    """PostgreSQL: the payment and its log line in ONE statement (a data-modifying CTE), so a
+    confirmation is one round trip: INSERT the payment ON CONFLICT DO NOTHING RETURNING id,
+    and INSERT the log line FROM that, which writes nothing when the TransID was there."""
+    payment = C2BPayment.__table__
+    log_table = CallbackLog.__table__
+    new = (
+        postgresql.insert(payment)
+        .values({c: bindparam(c, type_=payment.c[c].type) for c in _PAYMENT_COLUMNS})
+        .on_conflict_do_nothing(index_elements=["shortcode_id", "trans_id"])
+        .returning(payment.c.id)
+        .cte("new_payment")
+    )
+    logged = ("shortcode_id", "kind", "received_at", "source_ip", "headers", "body", "outcome")
+    return (
+        insert(log_table)
+        .from_select(
+            [*logged, "payment_id"],
+            select(*(bindparam(c, type_=log_table.c[c].type) for c in logged), new.c.id),
+        )
+        .returning(log_table.c.payment_id)
+    )
+
+
+_NEW_PAYMENT_LOGGED = Prepared(_payment_then_log_entry())
 _NEW_LOG_ENTRY = Prepared(
     insert(CallbackLog.__table__),
     (
@@ -121,32 +148,40 @@ def store_confirmation(
     received_at: datetime | None = None,
 ) -> Stored:
     """A confirmation's request: keep what ``record_confirmation`` keeps, and commit. The
-    usual confirmation (a new TransID, or a body that is not a notice) is two INSERTs on
-    one of the pool's DB-API connections, in a transaction of their own, without
-    SQLAlchemy's connection and transaction objects around them. A TransID seen before
-    wrote nothing there (ON CONFLICT DO NOTHING), so that transaction is rolled back and
-    the repeat is compared with the first payment, through the ORM, in a transaction of
-    its own."""
-    pooled = engine.raw_connection()
-    try:
-        outcome = _store_new(
-            engine.dialect,
-            pooled.driver_connection,
-            shortcode,
-            body,
-            source_ip,
-            headers,
-            received_at,
-        )
-        if isinstance(outcome, Stored):
-            pooled.commit()
-        else:
+    usual confirmation (a new TransID, or a body that is not a notice) is written on one
+    of the pool's DB-API connections, without SQLAlchemy's connection and transaction
+    objects around it: on PostgreSQL one statement in autocommit on a pool of its own that
+    does not ping (a connection found dead is replaced and the statement sent once more:
+    it is idempotent); on SQLite two INSERTs and a commit. A TransID seen before wrote
+    nothing there (ON CONFLICT DO NOTHING): the repeat is compared with the first payment,
+    through the ORM, in a transaction of its own."""
+    writer = quick_engine(engine)
+    for attempt in (1, 2):
+        pooled = writer.raw_connection()
+        try:
+            outcome = _store_new(
+                writer.dialect,
+                pooled.driver_connection,
+                shortcode,
+                body,
+                source_ip,
+                headers,
+                received_at,
+            )
+            if isinstance(outcome, Stored):
+                pooled.commit()
+            else:
+                pooled.rollback()
+            break
+        except writer.dialect.dbapi.OperationalError:
+            pooled.invalidate()  # a dead pooled connection, or the server is gone
+            if attempt == 2 or writer is engine:
+                raise
+        except BaseException:
             pooled.rollback()
-    except BaseException:
-        pooled.rollback()
-        raise
-    finally:
-        pooled.close()  # back to the pool
+            raise
+        finally:
+            pooled.close()  # back to the pool
     if isinstance(outcome, Stored):
         return outcome
     with engine.begin() as connection:
@@ -238,31 +273,35 @@ def _store_new(
         log.warning("confirmation quarantined for shortcode %s: %s", shortcode.number, exc)
         return Stored("quarantined")
 
-    inserted = _NEW_PAYMENT[dialect.name].execute(
-        dialect,
-        driver,
-        {
-            "shortcode_id": shortcode.id,
-            "trans_id": notice.trans_id,
-            "trans_type": notice.trans_type,
-            "trans_time": received_time(notice),
-            "amount": notice.amount,
-            "bill_ref": notice.bill_ref,
-            "invoice_number": notice.invoice_number,
-            "third_party_trans_id": notice.third_party_trans_id,
-            "org_account_balance": notice.org_account_balance,
-            "msisdn": notice.msisdn,
-            "msisdn_form": notice.msisdn_form,
-            "first_name": notice.first_name,
-            "middle_name": notice.middle_name,
-            "last_name": notice.last_name,
-            "status": "received",
-            "error": None if notice.trans_time else UNREADABLE_TIME,
-            "credit": Decimal("0.00"),
-            "attempts": 0,
-            "received_at": entry["received_at"],
-        },
-    )
+    payment = {
+        "shortcode_id": shortcode.id,
+        "trans_id": notice.trans_id,
+        "trans_type": notice.trans_type,
+        "trans_time": received_time(notice),
+        "amount": notice.amount,
+        "bill_ref": notice.bill_ref,
+        "invoice_number": notice.invoice_number,
+        "third_party_trans_id": notice.third_party_trans_id,
+        "org_account_balance": notice.org_account_balance,
+        "msisdn": notice.msisdn,
+        "msisdn_form": notice.msisdn_form,
+        "first_name": notice.first_name,
+        "middle_name": notice.middle_name,
+        "last_name": notice.last_name,
+        "status": "received",
+        "error": None if notice.trans_time else UNREADABLE_TIME,
+        "credit": Decimal("0.00"),
+        "attempts": 0,
+        "received_at": entry["received_at"],
+    }
+    if dialect.name == "postgresql":  # one statement, one round trip
+        inserted = _NEW_PAYMENT_LOGGED.execute(
+            dialect, driver, entry | payment | {"outcome": "stored"}
+        )
+        row = inserted.fetchone()
+        inserted.close()
+        return Stored("stored", row[0]) if row else (notice, entry)
+    inserted = _NEW_PAYMENT[dialect.name].execute(dialect, driver, payment)
     row = inserted.fetchone()
     inserted.close()
     if row is None:

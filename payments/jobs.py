@@ -13,6 +13,7 @@ from lenders.book import activate_disbursed_loans
 from lenders.extensions import db
 from lenders.jobs import runner
 from lenders.web import nairobi_today
+from payments.monitoring import observe_postings
 from payments.processing import after_failure, claim_received_payments, post_claimed_payment
 from payments.sms import (
     claim_messages,
@@ -41,6 +42,8 @@ def post_received_payments(limit: int) -> int:
             db.session.rollback()
             after_failure(db.session, payment_id, exc)
             db.session.commit()
+    observe_postings(db.session, ids)  # latency metrics of those decided, on the next commit
+    db.session.commit()
     return len(ids)
 
 

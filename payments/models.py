@@ -29,6 +29,10 @@ from lenders.vault import EncryptedText
 Money = Numeric(14, 2)
 PAYMENT_STATUSES = ("received", "posted", "unmatched", "failed", "reversed", "review")
 RULES = ("bill_ref", "single_loan", "amount", "oldest_due", "manual")
+# Callbacks an admin should look at (the quarantined-callbacks screen), and the predicate of
+# the partial index that finds them: confirmations only write it in these rare outcomes.
+ATTENTION_OUTCOMES = ("quarantined", "conflict")
+ATTENTION_SQL = "outcome IN ('quarantined', 'conflict')"
 
 
 def new_callback_token() -> str:
@@ -81,7 +85,15 @@ class CallbackLog(db.Model):
     """One request Safaricom (or anyone with the token) sent, kept as it arrived."""
 
     __tablename__ = "callback_log"
-    __table_args__ = (Index("ix_callback_log_shortcode_received", "shortcode_id", "received_at"),)
+    __table_args__ = (
+        Index("ix_callback_log_shortcode_received", "shortcode_id", "received_at"),
+        Index(
+            "ix_callback_log_attention",
+            "id",
+            sqlite_where=text(ATTENTION_SQL),
+            postgresql_where=text(ATTENTION_SQL),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     shortcode_id: Mapped[int] = mapped_column(ForeignKey("shortcode.id"))

@@ -9,6 +9,7 @@ from flask import Flask
 
 from payments.views import (
     alerts,
+    callbacks,
     configuration,
     dashboard,
     notices,
@@ -29,6 +30,7 @@ AREAS = (
     notices,
     sms,
     configuration,
+    callbacks,
 )
 
 

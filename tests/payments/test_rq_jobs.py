@@ -19,8 +19,17 @@ from rq.job import JobStatus
 from sqlalchemy import select, update
 
 from lenders.extensions import db
-from lenders.jobs import QUEUE, RETRY_INTERVALS, WAKE_KEY, Loop, Periodic, enqueue, runner
-from lenders.models import Loan, Repayment, ScheduledJob
+from lenders.jobs import (
+    QUEUE,
+    RETRY_INTERVALS,
+    WAKE_KEY,
+    Loop,
+    Periodic,
+    ScheduledJob,
+    enqueue,
+    runner,
+)
+from lenders.models import Loan, Repayment
 from lenders.worker import RedisWakeups, run_rq
 from payments.models import C2BPayment, SmsMessage
 from tests.payments.conftest import c2b_body
