@@ -107,7 +107,7 @@ def figures(url: str) -> dict:
 
     engine = create_engine(bl.normalise_url(url))
     with engine.connect() as c:
-        statuses = dict(c.execute(text("SELECT status, count(*) FROM c2b_payment GROUP BY 1")))
+        statuses = dict(c.execute(text("SELECT status, count(*) FROM c2b_payment GROUP BY 1")).all())
         receipts = dict(
             c.execute(text("SELECT status, count(*) FROM sms_message GROUP BY 1")).all()
         )
@@ -216,6 +216,7 @@ def main(argv=None) -> int:
               f"{args.workers} worker process(es) draining")  # fmt: skip
         seconds, cpu = drain_with_workers(env, url, args.workers, args.timeout)
         done = figures(url)
+        results["backlog"] = (seconds, cpu, done)
         results["backlog"] = (seconds, cpu, done)
         print(f"  drained in {seconds:.1f} s ({args.payments / seconds:,.0f} payments/s), "
               f"workers' CPU {cpu:.1f} s ({cpu / args.payments * 1000:.2f} ms per payment, "
