@@ -719,9 +719,11 @@ def test_callbacks_work_without_csrf_token_or_session(client, shortcode):
 def test_processing_failure_still_acknowledges_and_parks_the_payment(
     client, shortcode, loan, runner, monkeypatch
 ):
-    def broken(session, payment):
+    def broken(*args):
         raise RuntimeError("matching exploded")
 
+    # The batch fails, and the payment, posted alone, fails again: it is parked.
+    monkeypatch.setattr("payments.posting.match_payment", broken)
     monkeypatch.setattr("payments.processing.decide_current", broken)
     body = c2b_body(BillRefNumber="LOAN-000123")
     response = post_callback(client, shortcode, "confirmation", body)
