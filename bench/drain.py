@@ -107,7 +107,9 @@ def figures(url: str) -> dict:
 
     engine = create_engine(bl.normalise_url(url))
     with engine.connect() as c:
-        statuses = dict(c.execute(text("SELECT status, count(*) FROM c2b_payment GROUP BY 1")).all())
+        statuses = dict(
+            c.execute(text("SELECT status, count(*) FROM c2b_payment GROUP BY 1")).all()
+        )
         receipts = dict(
             c.execute(text("SELECT status, count(*) FROM sms_message GROUP BY 1")).all()
         )
