@@ -10,6 +10,7 @@ import payments
 from lenders import database, logs, vault, web
 from lenders.config import config_from_env
 from lenders.extensions import csrf, db, htmx, limiter, login_manager, migrate
+from payments import confirmations
 
 
 def create_app(config: dict | None = None) -> Flask:
@@ -17,6 +18,7 @@ def create_app(config: dict | None = None) -> Flask:
     app = Flask(__name__, instance_relative_config=True)
     app.config.update(config_from_env())
     app.config.update(config or {})
+    confirmations.init_app(app)  # innermost WSGI: Safaricom's confirmations, below the rest
     logs.init_app(app)  # first: every later line is structured and carries its request id
     # Secure cookies whenever Safaricom and staff reach us over https (always in production).
     app.config["SESSION_COOKIE_SECURE"] = app.config["PUBLIC_BASE_URL"].startswith("https://")

@@ -77,7 +77,7 @@ def loan(jane_loan):
 
 
 def test_confirmation_is_stored_before_it_is_acknowledged(client, shortcode, monkeypatch):
-    from payments import callbacks
+    from payments import callbacks, confirmations
 
     seen_at_wake = []
     real_wake = callbacks.wake
@@ -91,7 +91,8 @@ def test_confirmation_is_stored_before_it_is_acknowledged(client, shortcode, mon
             )
         return real_wake(*drains)
 
-    monkeypatch.setattr(callbacks, "wake", wake_after_looking)
+    monkeypatch.setattr(callbacks, "wake", wake_after_looking)  # the blueprint
+    monkeypatch.setattr(confirmations, "wake", wake_after_looking)  # the fast path
     body = c2b_body(BillRefNumber="HELLO", TransAmount="250.00")
     response = post_callback(client, shortcode, "confirmation", body)
 
@@ -409,7 +410,8 @@ def post_chunked(client, shortcode, kind: str, raw: bytes):
         f"/payments/c2b/{shortcode.callback_token}/{kind}",
         input_stream=BytesIO(raw),
         headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"},
-        environ_overrides={"wsgi.input_terminated": True},
+        # the test client computes a Content-Length; gunicorn gives a chunked body none
+        environ_overrides={"wsgi.input_terminated": True, "CONTENT_LENGTH": ""},
     )
 
 
@@ -920,3 +922,50 @@ def test_access_log_lines_show_the_callback_path_without_the_token(app, shortcod
     messages = [r.getMessage() for r in caplog.records]
     assert len(messages) == 2 and token not in caplog.text
     assert all("/payments/c2b/***/confirmation" in m for m in messages)
+
+
+# --- the confirmation's own WSGI path (payments/confirmations.py) ------------------------
+
+
+def test_the_usual_confirmation_skips_flasks_request_cycle_and_answers_the_same(
+    app, client, shortcode, monkeypatch
+):
+    """A confirmation is answered by the thin WSGI layer, without Flask's request hooks,
+    with the bytes and headers the blueprint gives (the blueprint still answers a chunked
+    one, which the layer passes on)."""
+    seen = []
+    app.before_request_funcs.setdefault(None, []).insert(0, lambda: seen.append("hook"))
+    fast = post_callback(client, shortcode, "confirmation", c2b_body(TransAmount="10.00"))
+    assert seen == []  # Flask never saw it
+
+    slow = post_chunked(
+        client, shortcode, "confirmation", json.dumps(c2b_body(TransAmount="11.00")).encode()
+    )
+    assert seen == ["hook"]  # a body without its length goes through Flask
+    assert (fast.status_code, fast.get_data()) == (slow.status_code, slow.get_data())
+    assert fast.get_json() == ACKNOWLEDGED
+    same = ("Content-Type", "Content-Security-Policy", "X-Content-Type-Options",
+            "Referrer-Policy", "X-Frame-Options", "Cache-Control", "Content-Length")  # fmt: skip
+    assert [fast.headers.get(h) for h in same] == [slow.headers.get(h) for h in same]
+    assert fast.headers["X-Request-ID"] and len(payments()) == 2
+
+
+@pytest.mark.parametrize("case", ["unknown token", "refused address", "too large", "wrong method"])
+def test_what_the_fast_path_does_not_serve_gets_the_blueprints_answer(
+    app, client, make_shortcode, case
+):
+    shortcode = make_shortcode(
+        "600777", allowed_ips="10.9.9.9" if case == "refused address" else ""
+    )
+    token = "ab" * 20 if case == "unknown token" else shortcode.callback_token
+    url = f"/payments/c2b/{token}/confirmation"
+    if case == "wrong method":
+        answer = client.get(url)
+    elif case == "too large":
+        answer = client.post(url, data=b"x" * (64 * 1024 + 1), content_type="application/json")
+    else:
+        answer = client.post(url, json=c2b_body(BusinessShortCode="600777"))
+    expected = {"unknown token": 404, "refused address": 403, "too large": 413,
+                "wrong method": 405}[case]  # fmt: skip
+    assert answer.status_code == expected and answer.is_json
+    assert payments() == []

@@ -1,0 +1,115 @@
+"""Safaricom's confirmations answered without the web framework's request cycle.
+
+A confirmation is the product's hot path: Safaricom sends every payment to it, in bursts,
+and what it must do is small (find the shortcode by its token, store the body and the
+payment, answer "Accepted", wake the workers). Flask's request cycle (the request and its
+context, routing, before- and after-request hooks, the response object) costs about as
+much as that work, so this thin WSGI layer, the innermost around Flask, serves the usual
+confirmation itself: a POST to /payments/c2b/<token>/confirmation with a Content-Length of
+at most 64 KiB, from an allowed address, for a known token. It uses the same services as
+the blueprint (payments.callbacks, intake, journal, monitoring, the job runner) in an app
+context, and answers with the same bytes and security headers. Anything else, an unknown
+token or a refused address included, goes on to Flask, whose blueprint answers it as
+before (404, 403, 413, 405), so the two can never disagree about what is refused.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask
+
+from lenders.extensions import db
+from lenders.jobs import wake
+from lenders.web import HSTS, NO_STORE, SECURITY_HEADERS
+from payments import intake, journal
+from payments.callbacks import _ACKNOWLEDGED_JSON, KEPT_HEADERS, find_shortcode
+from payments.monitoring import count_callback
+
+PREFIX = "/payments/c2b/"
+SUFFIX = "/confirmation"
+MAX_BODY = 64 * 1024
+log = logging.getLogger("marejesho.callbacks")
+
+
+class Confirmations:
+    """WSGI middleware: the usual confirmation served here, everything else by ``wsgi_app``."""
+
+    def __init__(self, app: Flask, wsgi_app) -> None:
+        self.app = app
+        self.wsgi_app = wsgi_app
+        self._headers: list[tuple[str, str]] | None = None
+
+    def _answer_headers(self, length: int) -> list[tuple[str, str]]:
+        if self._headers is None:
+            wanted = list(SECURITY_HEADERS)
+            if self.app.config.get("SESSION_COOKIE_SECURE"):
+                wanted.append(HSTS)
+            self._headers = [("Content-Type", "application/json"), *wanted, NO_STORE]
+        return [*self._headers, ("Content-Length", str(length))]
+
+    def __call__(self, environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        if (
+            environ.get("REQUEST_METHOD") != "POST"
+            or not path.startswith(PREFIX)
+            or not path.endswith(SUFFIX)
+        ):
+            return self.wsgi_app(environ, start_response)
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or -1)
+        except ValueError:
+            length = -1
+        if not 0 <= length <= MAX_BODY:
+            return self.wsgi_app(environ, start_response)  # chunked or too large: Flask
+        token = path[len(PREFIX) : -len(SUFFIX)]
+        with self.app.app_context():
+            answer = self._confirm(environ, token, length)
+        if answer is None:
+            return self.wsgi_app(environ, start_response)
+        status, body = answer
+        start_response(status, self._answer_headers(len(body)))
+        return [body]
+
+    def _confirm(self, environ, token: str, length: int):
+        """Store and acknowledge; None to let the blueprint answer (before the body is read)."""
+        try:
+            shortcode = find_shortcode(token)
+        except Exception:  # noqa: BLE001 - the blueprint answers (its 503 included)
+            return None
+        address = environ.get("REMOTE_ADDR")
+        if shortcode is None or not intake.source_allowed(shortcode, address):
+            return None
+        headers = {k: environ[key][:200] for k, key in KEPT_HEADERS.items() if key in environ}
+        body = environ["wsgi.input"].read(length)
+        try:
+            try:
+                stored = intake.store_confirmation(
+                    db.engine, shortcode, body, source_ip=address, headers=headers
+                )
+            except Exception as exc:
+                if not journal.database_unreachable(exc, db.engine.dialect):
+                    raise
+                # On this host's disk before Safaricom hears "Accepted"; replayed once the
+                # database answers. If the journal cannot take it either, the answer is 503.
+                journal.keep(shortcode, body, source_ip=address, headers=headers)
+                count_callback(shortcode.number, "confirmation", "journalled")
+                return "200 OK", _ACKNOWLEDGED
+        except Exception:  # noqa: BLE001 - nothing was acknowledged: Safaricom is told so
+            log.exception("callback failed")
+            return "503 SERVICE UNAVAILABLE", _UNAVAILABLE
+        count_callback(shortcode.number, "confirmation", stored.outcome)
+        if stored.needs_processing:
+            wake("payments")  # a hint: the workers also poll for payments in received
+        return "200 OK", _ACKNOWLEDGED
+
+
+_ACKNOWLEDGED = _ACKNOWLEDGED_JSON.encode()
+_UNAVAILABLE = b'{"errorCode":"503.001","errorMessage":"Service unavailable, try again"}\n'
+
+
+def init_app(app: Flask) -> None:
+    """Put the confirmation's own path innermost around Flask. Call before any other WSGI
+    middleware is added (request ids, the job thread's request count, ProxyFix), so that
+    they all apply to it as to every request."""
+    app.wsgi_app = Confirmations(app, app.wsgi_app)
