@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import fields
 from datetime import date, datetime
+from enum import StrEnum
 
 from flask_wtf import FlaskForm
 from wtforms import (
@@ -23,8 +24,8 @@ from wtforms.validators import DataRequired, Length, NumberRange, Optional, Rege
 
 from lenders.money import InvalidAmount, parse_amount
 from payments import shortcodes
-from payments.models import PAYMENT_STATUSES, RULES
-from payments.reports import TransactionFilter
+from payments.models import MatchRule, PaymentStatus
+from payments.transactions import TransactionFilter
 
 # --- the transactions filter ------------------------------------------------------------
 # Read from the URL (``formdata=request.args``, no CSRF token): every field has a
@@ -36,8 +37,10 @@ def _trimmed(limit: int):
     return lambda value: (value or "").strip()[:limit]
 
 
-def _one_of(choices: tuple[str, ...]):
-    return lambda value: value if value in choices else ""
+def _one_of(enum: type[StrEnum]):
+    """The member named by the URL's text, or "" (no filter) for any other text."""
+    values = {member.value: member for member in enum}
+    return lambda value: values.get(value, "")
 
 
 FIRST_DAY, LAST_DAY = date(1900, 1, 1), date(2999, 12, 31)
@@ -88,14 +91,15 @@ class TransactionFilterForm(FlaskForm):
     date_to = DayFilter("To date")
     status = SelectField(
         "Status",
-        choices=[SelectChoice("", "Any status")] + [SelectChoice(s, s) for s in PAYMENT_STATUSES],
-        filters=[_one_of(PAYMENT_STATUSES)],
+        choices=[SelectChoice("", "Any status")]
+        + [SelectChoice(s.value, s.value) for s in PaymentStatus],
+        filters=[_one_of(PaymentStatus)],
     )
     rule = SelectField(
         "Rule",
         choices=[SelectChoice("", "Any rule")]
-        + [SelectChoice(r, r.replace("_", " ")) for r in RULES],
-        filters=[_one_of(RULES)],
+        + [SelectChoice(r.value, r.replace("_", " ")) for r in MatchRule],
+        filters=[_one_of(MatchRule)],
     )
     # Any shortcode typed in the URL filters (one we do not have shows nothing); the
     # list offers the ones we have.

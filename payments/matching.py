@@ -23,6 +23,7 @@ from lenders.models import Borrower, BorrowerPhone, Installment, Loan
 from lenders.money import format_kes
 from lenders.phones import InvalidPhone, canonical_phone, mask_phone
 from lenders.references import reference_key
+from payments.models import MatchRule
 from payments.parsing import masked_parts
 
 FAR_FUTURE = date(9999, 12, 31)
@@ -71,7 +72,7 @@ class MatchFacts:
 
 @dataclass(frozen=True)
 class Decision:
-    rule: str | None  # None: unmatched
+    rule: MatchRule | None  # None: unmatched
     reason: str
     borrower_id: int | None = None
     # (loan id, amount) in posting order; the last loan also takes what remains as credit
@@ -107,7 +108,7 @@ def match_payment(facts: MatchFacts) -> Decision:
     loan = facts.ref_loan
     if loan is not None and loan.status == "active" and facts.ref_borrower is not None:
         return Decision(
-            "bill_ref",
+            MatchRule.BILL_REF,
             f"bill reference {ref!r} matched loan {loan.number} of {facts.ref_borrower.short_name}",
             facts.ref_borrower.id,
             spill_plan(loan, facts.ref_borrower, facts.amount),
@@ -136,7 +137,7 @@ def match_payment(facts: MatchFacts) -> Decision:
     if len(active) == 1:
         only = active[0]
         return Decision(
-            "single_loan",
+            MatchRule.SINGLE_LOAN,
             f"{who}, who has one active loan, {only.number}",
             borrower.id,
             spill_plan(only, borrower, facts.amount),
@@ -145,7 +146,7 @@ def match_payment(facts: MatchFacts) -> Decision:
     if close:
         chosen = close[0]  # active is in due order, so ties go to the earliest due
         return Decision(
-            "amount",
+            MatchRule.AMOUNT,
             f"{who}, who has {len(active)} active loans; {format_kes(facts.amount)} is within "
             f"{format_kes(facts.tolerance)} of {chosen.number}'s balance "
             f"{format_kes(chosen.outstanding)}",
@@ -155,7 +156,7 @@ def match_payment(facts: MatchFacts) -> Decision:
     oldest = active[0]
     due = oldest.next_due_on.strftime("%d %b %Y") if oldest.next_due_on else "no date"
     return Decision(
-        "oldest_due",
+        MatchRule.OLDEST_DUE,
         f"{who}, who has {len(active)} active loans; {oldest.number} has the earliest unpaid "
         f"due date ({due})",
         borrower.id,

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from lenders.models import StaffUser
 from payments import sms
 from payments.models import C2BPayment, SmsMessage, SmsSettings, SmsTemplate
-from payments.reports import visible_payments
+from payments.visibility import visible_payments
 
 # What the template previews fill in.
 SAMPLE = {

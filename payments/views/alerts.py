@@ -9,7 +9,7 @@ from flask import Blueprint
 
 from lenders.extensions import db
 from lenders.web import render_page, roles
-from payments import reports
+from payments.alerts import alerts
 
 bp = Blueprint("alerts", __name__, url_prefix="/payments/alerts")
 
@@ -18,5 +18,5 @@ bp = Blueprint("alerts", __name__, url_prefix="/payments/alerts")
 @roles("admin")
 def index():
     """What needs an admin's attention."""
-    found = reports.alerts(db.session, datetime.now(UTC))
+    found = alerts(db.session, datetime.now(UTC))
     return render_page("payments/alerts/index.html", "content", alerts=found)

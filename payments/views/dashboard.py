@@ -10,7 +10,8 @@ from flask_login import current_user
 
 from lenders.extensions import db
 from lenders.web import nairobi_today, render_page, roles
-from payments import reports
+from payments.alerts import alerts
+from payments.dashboard import dashboard
 
 bp = Blueprint("dashboard", __name__, url_prefix="/payments/dashboard")
 
@@ -19,8 +20,8 @@ bp = Blueprint("dashboard", __name__, url_prefix="/payments/dashboard")
 @roles("admin", "officer")
 def index():
     """The dashboard; the ``figures`` region alone when it refreshes itself."""
-    figures = reports.dashboard(db.session, current_user, nairobi_today())
-    found = reports.alerts(db.session, datetime.now(UTC)) if current_user.is_admin else []
+    figures = dashboard(db.session, current_user, nairobi_today())
+    found = alerts(db.session, datetime.now(UTC)) if current_user.is_admin else []
     block = "figures" if request.headers.get("HX-Target") == "figures" else "content"
     return render_page(
         "payments/dashboard/index.html", block, d=figures, alerts=found, now=datetime.now(UTC)

@@ -17,9 +17,11 @@ from lenders.models import AuditEvent, Loan
 from lenders.queries import get_borrower
 from lenders.references import reference_key
 from lenders.web import action_done, parse_id, render_fragment, render_page, roles
-from payments import backoffice, reports
+from payments import backoffice
 from payments.forms import ReasonForm
-from payments.models import C2BPayment, CallbackLog, ReassignmentRequest
+from payments.models import C2BPayment, CallbackLog, PaymentStatus, ReassignmentRequest
+from payments.suggestions import suggestions_for
+from payments.visibility import get_payment
 
 bp = Blueprint("payments", __name__, url_prefix="/payments")
 PAGE = "payments/payment.html"
@@ -29,7 +31,7 @@ REGIONS = {"payment-summary": "summary", "payment-panel": "panel", "payment-reco
 
 
 def _payment_or_404(payment_id: int) -> C2BPayment:
-    payment = reports.get_payment(db.session, current_user, payment_id)
+    payment = get_payment(db.session, current_user, payment_id)
     if payment is None:
         abort(404)
     return payment
@@ -54,7 +56,7 @@ def _payment_context(found: C2BPayment, form: ReasonForm | None = None, **shown)
     logs = db.session.scalars(
         select(CallbackLog).where(CallbackLog.payment_id == found.id).order_by(CallbackLog.id)
     ).all()
-    assignable = found.status in backoffice.ASSIGNABLE
+    assignable = found.status in PaymentStatus.ASSIGNABLE
     pending = db.session.scalars(
         select(ReassignmentRequest).where(
             ReassignmentRequest.payment_id == found.id, ReassignmentRequest.status == "pending"
@@ -64,9 +66,7 @@ def _payment_context(found: C2BPayment, form: ReasonForm | None = None, **shown)
         "p": found,
         "events": events,
         "logs": logs if current_user.is_admin else [],
-        "suggestions": reports.suggestions_for(db.session, current_user, found)
-        if assignable
-        else [],
+        "suggestions": suggestions_for(db.session, current_user, found) if assignable else [],
         "form": form or ReasonForm(formdata=None),
         "pending": pending,
         "action": ActionForm(),
@@ -183,7 +183,7 @@ def _rematch_each(ids: list[int]) -> list[tuple[str, str, str]]:
     """Match each payment again in its own transaction: (receipt, status, why) for each."""
     results = []
     for payment_id in ids:
-        if reports.get_payment(db.session, current_user, payment_id) is None:
+        if get_payment(db.session, current_user, payment_id) is None:
             continue
         try:
             found = backoffice.rematch_payment(db.session, payment_id, actor=current_user)
@@ -204,7 +204,7 @@ def reprocess():
         abort(400)
     ids = [i for i in map(parse_id, request.form.getlist("payment_id")) if i is not None][:200]
     results = _rematch_each(ids)
-    posted = sum(1 for _, status, _ in results if status == "posted")
+    posted = sum(1 for _, status, _ in results if status == PaymentStatus.POSTED)
     return action_done(
         f"Matched {len(results)} payment(s) again: {posted} posted.",
         fragment=lambda _: render_fragment(

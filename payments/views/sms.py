@@ -15,7 +15,6 @@ from lenders.web import render_fragment, render_page, roles
 from payments import sms
 from payments.forms import ProviderForm, TemplateForm
 from payments.models import SmsMessage
-from payments.reports import get_payment
 from payments.sms_settings import (
     CHECK_PROVIDER,
     SAMPLE,
@@ -26,6 +25,7 @@ from payments.sms_settings import (
     shown_settings,
     template_previews,
 )
+from payments.visibility import get_payment
 
 bp = Blueprint("sms", __name__, url_prefix="/payments/sms")
 PAGE = "payments/sms/index.html"

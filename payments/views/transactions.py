@@ -12,7 +12,7 @@ from sqlalchemy import select
 from lenders.csvfile import csv_lines
 from lenders.extensions import db
 from lenders.web import parse_id, render_page, roles
-from payments import reports
+from payments import transactions
 from payments.exports import transaction_rows
 from payments.forms import TransactionFilterForm
 from payments.models import Shortcode
@@ -34,7 +34,7 @@ def index():
     numbers = db.session.scalars(select(Shortcode.number).order_by(Shortcode.number)).all()
     form = _filter_form(numbers)
     before = parse_id(request.args.get("before"))
-    rows, cursor = reports.find_payments(db.session, current_user, form.to_filter(), before)
+    rows, cursor = transactions.find_payments(db.session, current_user, form.to_filter(), before)
     return render_page(
         "payments/transactions/index.html",
         BLOCKS.get(request.headers.get("HX-Target", ""), "content"),
@@ -49,7 +49,7 @@ def index():
 @roles("admin", "officer")
 def export():
     """The filtered set as CSV, the same columns as ``flask payments export-transactions``."""
-    query = reports.filtered_query(current_user, _filter_form().to_filter())
+    query = transactions.filtered_query(current_user, _filter_form().to_filter())
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M")
     return Response(
         stream_with_context(csv_lines(transaction_rows(db.session, query))),

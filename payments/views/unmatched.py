@@ -12,7 +12,8 @@ from flask_login import current_user
 from lenders.extensions import db
 from lenders.forms import ActionForm
 from lenders.web import render_page, roles
-from payments import reports
+from payments.suggestions import suggestions_for
+from payments.unmatched import unmatched_queue
 
 bp = Blueprint("unmatched", __name__, url_prefix="/payments/unmatched")
 
@@ -22,8 +23,8 @@ bp = Blueprint("unmatched", __name__, url_prefix="/payments/unmatched")
 def index():
     """Unmatched and failed payments, oldest first, with the best suggestion for each;
     the ``queue`` region alone when it refreshes itself."""
-    queue = reports.unmatched_queue(db.session)
-    best = {p.id: reports.suggestions_for(db.session, current_user, p)[:3] for p in queue}
+    queue = unmatched_queue(db.session)
+    best = {p.id: suggestions_for(db.session, current_user, p)[:3] for p in queue}
     block = "queue" if request.headers.get("HX-Target") == "unmatched-queue" else "content"
     return render_page(
         "payments/unmatched/index.html",

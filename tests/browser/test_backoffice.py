@@ -26,7 +26,7 @@ from lenders.models import Loan, Repayment, StaffUser
 from lenders.references import reference_key
 from payments.demo import DEMO_SHORTCODE, load_demo_shortcode
 from payments.models import C2BPayment, Shortcode
-from payments.reports import near_miss_keys
+from payments.suggestions import near_miss_keys
 from tests.conftest import test_config as app_test_config
 
 pytestmark = pytest.mark.browser

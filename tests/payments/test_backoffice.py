@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 
 from lenders.extensions import db
 from lenders.models import AuditEvent, Loan, Repayment
-from payments import reports
+from payments import transactions
 from payments.backoffice import set_maker_checker
 from payments.models import C2BPayment, ReassignmentRequest
 from tests.payments.conftest import c2b_body, loan_for, pay
@@ -209,7 +209,7 @@ def test_a_reassigned_payment_shows_only_the_loan_it_is_on_now(client, auth, sho
     assert response.status_code == 200 and response.headers["HX-Trigger"] == "payments-changed"
     db.session.expire_all()
 
-    rows, cursor = reports.find_payments(db.session, officer, reports.TransactionFilter())
+    rows, cursor = transactions.find_payments(db.session, officer, transactions.TransactionFilter())
     assert [(row.trans_id, row.loans) for row in rows] == [("TK6MOVED01", (right.number,))]
     assert cursor is None
     page = client.get("/payments/transactions/").get_data(as_text=True)

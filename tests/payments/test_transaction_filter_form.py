@@ -11,7 +11,7 @@ import pytest
 from flask import request
 
 from payments.forms import TransactionFilterForm
-from payments.reports import TransactionFilter
+from payments.transactions import TransactionFilter
 
 D = Decimal
 
