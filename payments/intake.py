@@ -16,7 +16,7 @@ from lenders.book import record_audit
 from lenders.database import Prepared, quick_engine
 from lenders.models import utcnow
 from payments.matching import find_reference
-from payments.models import C2BPayment, CallbackLog, Shortcode
+from payments.models import C2BPayment, CallbackLog, PaymentStatus, Shortcode
 from payments.parsing import C2BNotice, NotDaraja, parse_c2b, received_time
 
 log = logging.getLogger("marejesho.callbacks")
@@ -288,7 +288,7 @@ def _store_new(
         "first_name": notice.first_name,
         "middle_name": notice.middle_name,
         "last_name": notice.last_name,
-        "status": "received",
+        "status": PaymentStatus.RECEIVED,
         "error": None if notice.trans_time else UNREADABLE_TIME,
         "credit": Decimal("0.00"),
         "attempts": 0,
@@ -314,9 +314,14 @@ def _store_new(
 def flag_for_review(session: Session, payment: C2BPayment, why: str) -> None:
     """Put a payment in front of an admin. Money already posted stays posted."""
     before = {"status": payment.status}
-    payment.status = "review"
+    payment.status = PaymentStatus.REVIEW
     record_audit(
-        session, "payment.review", payment, before=before, after={"status": "review"}, reason=why
+        session,
+        "payment.review",
+        payment,
+        before=before,
+        after={"status": PaymentStatus.REVIEW},
+        reason=why,
     )
 
 

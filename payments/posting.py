@@ -48,6 +48,7 @@ from payments.matching import BorrowerFacts, Decision, LoanFacts, facts_for, ide
 from payments.models import (
     C2BPayment,
     OfficerNotice,
+    PaymentStatus,
     Shortcode,
     SmsMessage,
     SmsTemplate,
@@ -63,7 +64,10 @@ _borrower = Borrower.__table__
 
 _TAKE = (
     update(_payment)
-    .where(_payment.c.id.in_(bindparam("ids", expanding=True)), _payment.c.status == "received")
+    .where(
+        _payment.c.id.in_(bindparam("ids", expanding=True)),
+        _payment.c.status == PaymentStatus.RECEIVED,
+    )
     .values(claimed_until=None)
     .returning(
         _payment.c.id,
@@ -245,10 +249,10 @@ class Batch:
         """Post (or leave unmatched) one payment on the batch's state, as apply_decision and
         post_repayment would, and note what to write."""
         w = self.writes
-        before = {"status": "received", "rule": None, "borrower_id": None}
+        before = {"status": PaymentStatus.RECEIVED, "rule": None, "borrower_id": None}
         row = {
             "b_id": payment.id,
-            "status": "unmatched",
+            "status": PaymentStatus.UNMATCHED,
             "rule": None,
             "credit": ZERO,
             "reason": decision.reason,
@@ -257,24 +261,29 @@ class Batch:
         }
         if not decision.matched:
             w.payments.append(row)
-            self._audit("payment.unmatched", "c2b_payment", payment.id, before,
-                        {**before, "status": "unmatched", "borrower_id": decision.borrower_id},
-                        decision.reason)  # fmt: skip
-            return "unmatched"
+            after = before | {"status": PaymentStatus.UNMATCHED, "borrower_id": row["borrower_id"]}
+            self._audit(
+                "payment.unmatched", "c2b_payment", payment.id, before, after, decision.reason
+            )
+            return PaymentStatus.UNMATCHED
         keys, lines, credit = [], [], ZERO
         for loan_id, amount in decision.plan:
             key, line = self._post(payment, self.loans.get(loan_id), amount, decision.reason)
             keys.append(key)
             lines.append(line)
             credit += line.to_credit
-        row |= {"status": "posted", "rule": decision.rule, "credit": credit}
+        row |= {"status": PaymentStatus.POSTED, "rule": decision.rule, "credit": credit}
         w.payments.append(row)
-        after = {"status": "posted", "rule": decision.rule, "borrower_id": decision.borrower_id}
+        after = {
+            "status": PaymentStatus.POSTED,
+            "rule": decision.rule,
+            "borrower_id": decision.borrower_id,
+        }
         self._audit("payment.posted", "c2b_payment", payment.id, before,
                     after | {"repayments": keys}, decision.reason)  # fmt: skip
         self._receipt(payment, self.borrowers[decision.borrower_id], lines)
         self._notices(payment, [self.loans[loan_id] for loan_id, _ in decision.plan])
-        return "posted"
+        return PaymentStatus.POSTED
 
     def _post(self, payment, loan: LoanState | None, amount: Decimal, reason: str):
         if loan is None or loan.status != "active":

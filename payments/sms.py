@@ -20,7 +20,14 @@ from sqlalchemy.orm import Session
 from lenders.jobs import wake_on_commit
 from lenders.models import Borrower, Loan
 from lenders.money import format_kes
-from payments.models import C2BPayment, OfficerNotice, SmsMessage, SmsSettings, SmsTemplate
+from payments.models import (
+    C2BPayment,
+    OfficerNotice,
+    PaymentStatus,
+    SmsMessage,
+    SmsSettings,
+    SmsTemplate,
+)
 
 log = logging.getLogger("marejesho.sms")
 NAIROBI = ZoneInfo("Africa/Nairobi")
@@ -151,7 +158,7 @@ def compose_receipt(
 
 def receipt_for(session: Session, payment: C2BPayment, lender: str) -> Receipt | str:
     """The borrower's receipt for a posted payment, or why none is sent."""
-    if payment.status != "posted" or payment.borrower_id is None:
+    if payment.status != PaymentStatus.POSTED or payment.borrower_id is None:
         return "the payment is not posted to a borrower"
     borrower = session.get(Borrower, payment.borrower_id)
     if borrower.sms_opt_out:
@@ -410,7 +417,7 @@ def record_delivery(session: Session, provider_id: str, status: str, reason: str
 def notify_officers(session: Session, payment_id: int) -> int:
     """One in-app notice per officer whose portfolio the payment landed in."""
     payment = session.get(C2BPayment, payment_id)
-    if payment is None or payment.status != "posted":
+    if payment is None or payment.status != PaymentStatus.POSTED:
         return 0
     made = 0
     officers = {}
