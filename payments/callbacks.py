@@ -22,7 +22,7 @@ from lenders.extensions import csrf, db
 from lenders.jobs import wake
 from lenders.web import public
 from payments import intake, journal
-from payments.models import CallbackLog, Shortcode
+from payments.models import Shortcode
 from payments.monitoring import count_callback
 
 bp = Blueprint("c2b", __name__, url_prefix="/payments/c2b")
@@ -268,18 +268,9 @@ def validation(token: str):
         return refusal
     body = read_body()
     answer, why, status = intake.validate_payment(db.session, shortcode, body)
-    accepted = answer["ResultCode"] == "0"
-    db.session.add(
-        CallbackLog(
-            shortcode_id=shortcode.id,
-            kind="validation",
-            source_ip=request.remote_addr,
-            body=body.decode("utf-8", errors="replace").replace("\x00", "\ufffd"),
-            outcome="accepted" if accepted else f"rejected:{answer['ResultCode']}",
-            error=None if accepted else why,
-        )
+    accepted = intake.log_validation(
+        db.engine, shortcode, body, source_ip=request.remote_addr, answer=answer, why=why
     )
-    db.session.commit()
     count_callback(shortcode.number, "validation", "accepted" if accepted else "rejected")
     return jsonify(answer), status
 

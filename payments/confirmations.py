@@ -1,6 +1,7 @@
 """Safaricom's confirmations answered without the web framework's request cycle.
 
-A confirmation is the product's hot path: Safaricom sends every payment to it, in bursts,
+A confirmation is the product's hot path (and validation, when Safaricom calls it, its
+twin): Safaricom sends every payment to it, in bursts,
 and what it must do is small (find the shortcode by its token, store the body and the
 payment, answer "Accepted", wake the workers). Flask's request cycle (the request and its
 context, routing, before- and after-request hooks, the response object) costs about as
@@ -15,7 +16,9 @@ before (404, 403, 413, 405), so the two can never disagree about what is refused
 
 from __future__ import annotations
 
+import json
 import logging
+from http import HTTPStatus
 
 from flask import Flask
 
@@ -27,7 +30,7 @@ from payments.callbacks import _ACKNOWLEDGED_JSON, KEPT_HEADERS, find_shortcode
 from payments.monitoring import count_callback
 
 PREFIX = "/payments/c2b/"
-SUFFIX = "/confirmation"
+SUFFIXES = ("/confirmation", "/validation")
 MAX_BODY = 64 * 1024
 log = logging.getLogger("marejesho.callbacks")
 
@@ -50,11 +53,10 @@ class Confirmations:
 
     def __call__(self, environ, start_response):
         path = environ.get("PATH_INFO", "")
-        if (
-            environ.get("REQUEST_METHOD") != "POST"
-            or not path.startswith(PREFIX)
-            or not path.endswith(SUFFIX)
-        ):
+        if environ.get("REQUEST_METHOD") != "POST" or not path.startswith(PREFIX):
+            return self.wsgi_app(environ, start_response)
+        token, _, kind = path[len(PREFIX) :].partition("/")
+        if kind not in ("confirmation", "validation"):
             return self.wsgi_app(environ, start_response)
         try:
             length = int(environ.get("CONTENT_LENGTH") or -1)
@@ -62,9 +64,10 @@ class Confirmations:
             length = -1
         if not 0 <= length <= MAX_BODY:
             return self.wsgi_app(environ, start_response)  # chunked or too large: Flask
-        token = path[len(PREFIX) : -len(SUFFIX)]
         with self.app.app_context():
-            answer = self._confirm(environ, token, length)
+            answer = (self._confirm if kind == "confirmation" else self._validate)(
+                environ, token, length
+            )
         if answer is None:
             return self.wsgi_app(environ, start_response)
         status, body = answer
@@ -73,12 +76,8 @@ class Confirmations:
 
     def _confirm(self, environ, token: str, length: int):
         """Store and acknowledge; None to let the blueprint answer (before the body is read)."""
-        try:
-            shortcode = find_shortcode(token)
-        except Exception:  # noqa: BLE001 - the blueprint answers (its 503 included)
-            return None
-        address = environ.get("REMOTE_ADDR")
-        if shortcode is None or not intake.source_allowed(shortcode, address):
+        shortcode, address = self._gate(environ, token)
+        if shortcode is None:
             return None
         headers = {k: environ[key][:200] for k, key in KEPT_HEADERS.items() if key in environ}
         body = environ["wsgi.input"].read(length)
@@ -102,6 +101,35 @@ class Confirmations:
         if stored.needs_processing:
             wake("payments")  # a hint: the workers also poll for payments in received
         return "200 OK", _ACKNOWLEDGED
+
+    def _validate(self, environ, token: str, length: int):
+        """Daraja's validation answer, logged; None to let the blueprint answer."""
+        shortcode, address = self._gate(environ, token)
+        if shortcode is None:
+            return None
+        body = environ["wsgi.input"].read(length)
+        try:
+            answer, why, status = intake.validate_payment(db.session, shortcode, body)
+            accepted = intake.log_validation(
+                db.engine, shortcode, body, source_ip=address, answer=answer, why=why
+            )
+        except Exception:  # noqa: BLE001 - Safaricom applies the registered default
+            log.exception("callback failed")
+            return "503 SERVICE UNAVAILABLE", _UNAVAILABLE
+        count_callback(shortcode.number, "validation", "accepted" if accepted else "rejected")
+        reason = f"{status} {HTTPStatus(status).phrase.upper()}"
+        return reason, (json.dumps(answer, separators=(",", ":"), sort_keys=True) + "\n").encode()
+
+    def _gate(self, environ, token: str):
+        """The shortcode and caller's address, or (None, …) for the blueprint to refuse."""
+        address = environ.get("REMOTE_ADDR")
+        try:
+            shortcode = find_shortcode(token)
+        except Exception:  # noqa: BLE001 - the blueprint answers (its 503 included)
+            return None, address
+        if shortcode is None or not intake.source_allowed(shortcode, address):
+            return None, address
+        return shortcode, address
 
 
 _ACKNOWLEDGED = _ACKNOWLEDGED_JSON.encode()

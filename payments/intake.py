@@ -325,6 +325,31 @@ def flag_for_review(session: Session, payment: C2BPayment, why: str) -> None:
     )
 
 
+def log_validation(
+    engine: Engine, shortcode, body: bytes, *, source_ip: str | None, answer: dict, why: str
+) -> bool:
+    """Keep a validation's body and answer in callback_log, in a transaction of its own: one
+    INSERT (in autocommit on PostgreSQL's quick pool). True when it was accepted."""
+    accepted = answer["ResultCode"] == "0"
+    entry = _log_entry(shortcode, body, source_ip, {}) | {
+        "kind": "validation",
+        "headers": None,
+        "outcome": "accepted" if accepted else f"rejected:{answer['ResultCode']}",
+        "error": None if accepted else why,
+    }
+    writer = quick_engine(engine)
+    pooled = writer.raw_connection()
+    try:
+        _NEW_LOG_ENTRY.execute(writer.dialect, pooled.driver_connection, entry).close()
+        pooled.commit()
+    except BaseException:
+        pooled.rollback()
+        raise
+    finally:
+        pooled.close()
+    return accepted
+
+
 # Validation answers (CONTRACT §5); ResultCode is a string here, as Daraja documents it.
 ACCEPT = {"ResultCode": "0", "ResultDesc": "Accepted"}
 

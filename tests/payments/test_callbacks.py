@@ -969,3 +969,21 @@ def test_what_the_fast_path_does_not_serve_gets_the_blueprints_answer(
                 "wrong method": 405}[case]  # fmt: skip
     assert answer.status_code == expected and answer.is_json
     assert payments() == []
+
+
+@pytest.mark.parametrize("body", [c2b_body(TransAmount="12.00"), {"not": "daraja"}])
+def test_a_validation_answers_the_same_on_both_paths(app, client, shortcode, body):
+    """Validation has the same thin path: the same status, bytes and log line as the
+    blueprint's (which a body without its length still goes through)."""
+    raw = json.dumps(body).encode()
+    fast = post_callback(client, shortcode, "validation", raw)
+    slow = post_chunked(client, shortcode, "validation", raw)
+    assert (fast.status_code, fast.get_data()) == (slow.status_code, slow.get_data())
+    assert fast.headers["Content-Type"] == slow.headers["Content-Type"]
+    db.session.expire_all()
+    logged = db.session.scalars(
+        select(CallbackLog).where(CallbackLog.kind == "validation").order_by(CallbackLog.id)
+    ).all()
+    assert [(entry.outcome, entry.error) for entry in logged[-2:]] == [
+        (logged[-1].outcome, logged[-1].error)
+    ] * 2
