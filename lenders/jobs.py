@@ -179,10 +179,10 @@ _breaker = _Breaker()
 _last_wake = [0.0]
 
 
-def wake(*names: str) -> None:
+def wake(*names: str, app: Flask | None = None) -> None:
     """Tell the workers there is new work for these drains (all when none are named). Call
     after the commit that made the rows. Never raises: a wake that is lost costs a poll."""
-    app = current_app._get_current_object()
+    app = app or current_app._get_current_object()
     url = app.config.get("REDIS_URL")
     if url:
         now = time.monotonic()

@@ -150,38 +150,46 @@ def store_confirmation(
     """A confirmation's request: keep what ``record_confirmation`` keeps, and commit. The
     usual confirmation (a new TransID, or a body that is not a notice) is written on one
     of the pool's DB-API connections, without SQLAlchemy's connection and transaction
-    objects around it: on PostgreSQL one statement in autocommit on a pool of its own that
+    objects around it: on PostgreSQL one statement in autocommit, on a pool of its own that
     does not ping (a connection found dead is replaced and the statement sent once more:
     it is idempotent); on SQLite two INSERTs and a commit. A TransID seen before wrote
     nothing there (ON CONFLICT DO NOTHING): the repeat is compared with the first payment,
     through the ORM, in a transaction of its own."""
     writer = quick_engine(engine)
-    for attempt in (1, 2):
-        pooled = writer.raw_connection()
-        try:
-            outcome = _store_new(
-                writer.dialect,
-                pooled.driver_connection,
-                shortcode,
-                body,
-                source_ip,
-                headers,
-                received_at,
-            )
-            if isinstance(outcome, Stored):
-                pooled.commit()
-            else:
-                pooled.rollback()
-            break
-        except writer.dialect.dbapi.OperationalError:
-            pooled.invalidate()  # a dead pooled connection, or the server is gone
-            if attempt == 2 or writer is engine:
-                raise
-        except BaseException:
+    if writer is not engine:  # PostgreSQL: one statement, in autocommit
+        for attempt in (1, 2):
+            pooled = writer.raw_connection()
+            try:
+                outcome = _store_new(
+                    writer.dialect, pooled.driver_connection, shortcode, body, source_ip,
+                    headers, received_at,
+                )  # fmt: skip
+                break
+            except writer.dialect.dbapi.OperationalError:
+                pooled.invalidate()  # a dead connection, or the server is gone
+                if attempt == 2:
+                    raise
+            finally:
+                pooled.close()  # back to the pool
+        if isinstance(outcome, Stored):
+            return outcome
+        with engine.begin() as connection:
+            return _record_repeat(connection, shortcode, *outcome)
+    pooled = engine.raw_connection()  # SQLite: two INSERTs and a commit
+    try:
+        outcome = _store_new(
+            engine.dialect, pooled.driver_connection, shortcode, body, source_ip, headers,
+            received_at,
+        )  # fmt: skip
+        if isinstance(outcome, Stored):
+            pooled.commit()
+        else:
             pooled.rollback()
-            raise
-        finally:
-            pooled.close()  # back to the pool
+    except BaseException:
+        pooled.rollback()
+        raise
+    finally:
+        pooled.close()  # back to the pool
     if isinstance(outcome, Stored):
         return outcome
     with engine.begin() as connection:

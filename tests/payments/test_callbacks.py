@@ -82,14 +82,14 @@ def test_confirmation_is_stored_before_it_is_acknowledged(client, shortcode, mon
     seen_at_wake = []
     real_wake = callbacks.wake
 
-    def wake_after_looking(*drains):
+    def wake_after_looking(*drains, **where):
         # A separate connection sees only what is committed: the payment must be there
         # before processing starts and before Safaricom hears anything.
         with db.engine.connect() as other:
             seen_at_wake.extend(
                 other.scalars(text("SELECT trans_id FROM c2b_payment WHERE status = 'received'"))
             )
-        return real_wake(*drains)
+        return real_wake(*drains, **where)
 
     monkeypatch.setattr(callbacks, "wake", wake_after_looking)  # the blueprint
     monkeypatch.setattr(confirmations, "wake", wake_after_looking)  # the fast path
