@@ -16,14 +16,15 @@ from lenders.extensions import db
 from lenders.jobs import runner
 from lenders.web import nairobi_today
 from payments.monitoring import observe_postings
-from payments.posting import post_batch
-from payments.processing import after_failure, claim_received_payments, post_claimed_payment
-from payments.sms import (
+from payments.outbox import (
     claim_messages,
     give_up_interrupted,
-    send_claimed_message,
+    record_outcome,
+    send_message,
     start_sending,
 )
+from payments.posting import post_batch
+from payments.processing import after_failure, claim_received_payments, post_claimed_payment
 from payments.sms_providers import provider_for
 
 PAYMENTS_BATCH = 100
@@ -70,19 +71,25 @@ def post_one_by_one(ids: list[int]) -> None:
 @runner.drain("messages", batch=MESSAGES_BATCH)
 def send_queued_messages(limit: int) -> int:
     """Claim up to ``limit`` queued messages, then for each: mark it ``sending`` and commit,
-    call the provider, record its answer and commit. A worker killed before the mark leaves
-    the message to be sent later; after it, never sent twice."""
+    call the provider, and record its answer in the next message's transaction (one commit
+    a message). A worker killed before the mark leaves the message to be sent later; after
+    it, the message is never sent twice (it stays ``sending``: interrupted, for a person)."""
     ids = claim_messages(db.session, limit)
     db.session.commit()
     if not ids:
         return 0
     provider = provider_for(db.session, current_app.config)
+    done = None  # the message just sent and what happened, recorded with the next mark
     for message_id in ids:
-        if not start_sending(db.session, message_id):
-            db.session.rollback()
-            continue
-        db.session.commit()
-        send_claimed_message(db.session, provider, message_id)
+        if done is not None:
+            record_outcome(db.session, *done)
+            done = None
+        message = start_sending(db.session, message_id)
+        db.session.commit()  # the mark is on disk before the provider is called
+        if message is not None:
+            done = (message, send_message(provider, message))
+    if done is not None:
+        record_outcome(db.session, *done)
         db.session.commit()
     return len(ids)
 
