@@ -70,27 +70,22 @@ def post_one_by_one(ids: list[int]) -> None:
 
 @runner.drain("messages", batch=MESSAGES_BATCH)
 def send_queued_messages(limit: int) -> int:
-    """Claim up to ``limit`` queued messages, then for each: mark it ``sending`` and commit,
-    call the provider, and record its answer in the next message's transaction (one commit
-    a message). A worker killed before the mark leaves the message to be sent later; after
-    it, the message is never sent twice (it stays ``sending``: interrupted, for a person)."""
+    """Claim up to ``limit`` queued messages, then for each: mark it ``sending`` (reading what
+    to send in the same statement) and commit, call the provider, record its answer and
+    commit. A worker killed before the mark leaves the message to be sent later; one killed
+    during the provider's call leaves it ``sending`` (interrupted, for a person): never
+    sent twice."""
     ids = claim_messages(db.session, limit)
     db.session.commit()
     if not ids:
         return 0
     provider = provider_for(db.session, current_app.config)
-    done = None  # the message just sent and what happened, recorded with the next mark
     for message_id in ids:
-        if done is not None:
-            record_outcome(db.session, *done)
-            done = None
         message = start_sending(db.session, message_id)
         db.session.commit()  # the mark is on disk before the provider is called
         if message is not None:
-            done = (message, send_message(provider, message))
-    if done is not None:
-        record_outcome(db.session, *done)
-        db.session.commit()
+            record_outcome(db.session, message, send_message(provider, message))
+            db.session.commit()  # at once: the window of doubt is the provider's call alone
     return len(ids)
 
 
