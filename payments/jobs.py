@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 
 from flask import current_app
+from sqlalchemy import text
 
 from lenders.book import activate_disbursed_loans
 from lenders.extensions import db
@@ -84,9 +85,20 @@ def send_queued_messages(limit: int) -> int:
         message = start_sending(db.session, message_id)
         db.session.commit()  # the mark is on disk before the provider is called
         if message is not None:
-            record_outcome(db.session, message, send_message(provider, message))
+            outcome = send_message(provider, message)
+            lazy_commit(db.session)
+            record_outcome(db.session, message, outcome)
             db.session.commit()  # at once: the window of doubt is the provider's call alone
     return len(ids)
+
+
+def lazy_commit(session) -> None:
+    """This transaction's commit need not wait for the disk (PostgreSQL): if the database
+    crashed and lost it, the message would stay ``sending`` (in doubt, never sent again),
+    so the record of what the provider said may be lost, never a message sent twice. The
+    mark before the call keeps its synchronous commit."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SET LOCAL synchronous_commit TO OFF"))
 
 
 @runner.every(60)
