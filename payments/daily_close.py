@@ -14,14 +14,18 @@ from decimal import Decimal
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from lenders.days import nairobi_day, nairobi_midnight
 from lenders.models import Repayment
-from payments.models import C2BPayment, Shortcode, payment_repayment
+from payments.models import C2BPayment, PaymentStatus, Shortcode, payment_repayment
 from payments.reconciliation_models import ReconciliationSignOff, StatementImport, StatementLine
-from payments.reports import nairobi_day, nairobi_midnight
 
 ZERO = Decimal("0.00")
 BUCKETS = ("posted", "unmatched", "credit", "refunded", "reversed", "review")
-REVIEW_STATUSES = ("review", "failed", "received")  # waiting for a person, or for posting
+_BUCKET_OF = {
+    PaymentStatus.POSTED: "posted",
+    PaymentStatus.UNMATCHED: "unmatched",
+    PaymentStatus.REVERSED: "reversed",
+}
 
 
 @dataclass
@@ -173,9 +177,7 @@ def _book(session: Session, close: DayClose, payments) -> None:
         on_loans, credit = ledger.get(p.id, (ZERO, ZERO))
         close.received += amount
         counts["received"] += 1
-        bucket = {"posted": "posted", "unmatched": "unmatched", "reversed": "reversed"}.get(
-            p.status, "review"
-        )
+        bucket = _BUCKET_OF.get(p.status, "review")  # failed or received: waiting too
         counts[bucket] += 1
         if bucket == "posted":
             back = min(refunded.get(p.id, ZERO), credit)
@@ -306,7 +308,7 @@ def _reversals(session, close: DayClose, payments) -> None:
         else {}
     )
     for p in payments:
-        if p.trans_id in shown and p.status != "reversed":
+        if p.trans_id in shown and p.status != PaymentStatus.REVERSED:
             close.differences.append(
                 Difference(
                     p.trans_id,

@@ -22,13 +22,13 @@ from lenders.book import BookError, record_audit, reverse_repayment
 from lenders.models import Loan, StaffUser
 from lenders.money import format_kes
 from payments.intake import store_payments
-from payments.models import C2BPayment, OfficerNotice
+from payments.models import C2BPayment, OfficerNotice, PaymentStatus
 from payments.processing import claim_payment, payment_snapshot
 
 log = logging.getLogger("marejesho.reversals")
 
 SOURCES = ("statement", "pull", "reversal_result", "admin")
-REVERSIBLE = ("received", "posted", "unmatched", "failed", "review")
+REVERSIBLE = (*PaymentStatus.OPEN, *PaymentStatus.MOVABLE)  # every status but reversed
 # What a call did: the payment is now reversed; it was already; or M-Pesa reversed it but
 # the book could not follow (the credit it left was spent) and a person must settle it.
 REVERSED, ALREADY, REVIEW = "reversed", "already_reversed", "review"
@@ -61,7 +61,7 @@ def reverse_payment(
     claimed = claim_payment(session, payment.id, REVERSIBLE, count_attempt=False)
     if claimed is None:
         return ALREADY
-    if claimed.status == "review" and (claimed.error or "").startswith(BLOCKED_PREFIX):
+    if claimed.status == PaymentStatus.REVIEW and (claimed.error or "").startswith(BLOCKED_PREFIX):
         return REVIEW  # blocked before, flagged once: a person is on it
     session.refresh(claimed, ["repayments"])
     live = [r for r in claimed.repayments if not r.reversed]
@@ -73,7 +73,7 @@ def reverse_payment(
     except BookError as exc:
         _blocked(session, claimed, before, why, str(exc), actor)
         return REVIEW
-    claimed.status, claimed.credit = "reversed", Decimal("0.00")
+    claimed.status, claimed.credit = PaymentStatus.REVERSED, Decimal("0.00")
     claimed.processed_at, claimed.error = datetime.now(UTC), None
     record_audit(
         session,
@@ -89,7 +89,7 @@ def reverse_payment(
 
 
 def _blocked(session, payment, before: dict, why: str, problem: str, actor) -> None:
-    payment.status = "review"
+    payment.status = PaymentStatus.REVIEW
     payment.error = f"{BLOCKED_PREFIX} ({why}), but {problem}: settle it by hand"[:2000]
     record_audit(
         session,
@@ -135,14 +135,14 @@ def record_reversed_receipts(
     payments that are never posted (``rows``: ``intake.store_payments`` values), each with
     its audit event. Returns {trans_id: id} of those stored; a receipt already here is
     left to ``reverse_payment``."""
-    stored = store_payments(session, [row | {"status": "reversed"} for row in rows])
+    stored = store_payments(session, [row | {"status": PaymentStatus.REVERSED} for row in rows])
     for payment_id in stored.values():
         payment = session.get(C2BPayment, payment_id)
         record_audit(
             session,
             "payment.reversed",
             payment,
-            after={"status": "reversed", "source": source},
+            after={"status": PaymentStatus.REVERSED, "source": source},
             reason=_why(source, reason, None) + ": first seen reversed, never posted",
         )
     return stored
@@ -252,7 +252,7 @@ def _values_from_line(line) -> dict:
         "first_name": names[0][:80] if number and names else "",
         "middle_name": "",
         "last_name": names[-1][:80] if number and len(names) > 1 else "",
-        "status": "reversed",
+        "status": PaymentStatus.REVERSED,
         "error": None,
         "credit": Decimal("0.00"),
         "attempts": 0,

@@ -9,18 +9,25 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from lenders.jobs import wake_on_commit
 from lenders.models import Borrower, Loan
 from lenders.money import format_kes
-from payments.models import C2BPayment, OfficerNotice, SmsMessage, SmsSettings, SmsTemplate
+from payments.models import (
+    C2BPayment,
+    OfficerNotice,
+    PaymentStatus,
+    SmsMessage,
+    SmsSettings,
+    SmsTemplate,
+)
 
 log = logging.getLogger("marejesho.sms")
 NAIROBI = ZoneInfo("Africa/Nairobi")
@@ -100,9 +107,58 @@ class Receipt:
     borrower_id: int
 
 
+@dataclass(frozen=True)
+class ReceiptLine:
+    """One loan a payment was posted to, as the receipt tells it."""
+
+    loan_number: str
+    amount: Decimal  # what the loan got
+    to_credit: Decimal  # what rode on it as borrower credit
+    outstanding: Decimal  # the loan's balance after the posting
+    next_due: tuple[Decimal, date] | None  # its oldest unpaid installment: what is left, when
+
+
+def compose_receipt(
+    text_for, lender: str, language: str, amount: Decimal, receipt: str, lines: list[ReceiptLine]
+) -> tuple[str, str]:
+    """The receipt's template key and words, from what was posted (``text_for(key,
+    language)`` gives a template). Pure: the posting paths gather the facts their own way."""
+    first = lines[0]
+    # What the borrower owes next: the first loan of this posting that still owes.
+    owing = next((line for line in lines if line.outstanding > 0), None)
+    nxt = owing.next_due if owing else None
+    if nxt is None:
+        next_due = "Loan fully paid." if language == "en" else "Mkopo umelipwa wote."
+    else:
+        left, due_on = nxt
+        when = due_on.strftime("%d %b")
+        named = f" on {owing.loan_number}" if owing is not first else ""
+        next_due = (
+            f"Next {format_kes(left)}{named} by {when}."
+            if language == "en"
+            else f"Ijayo {format_kes(left)}{named.replace(' on ', ' kwa ')} kufikia {when}."
+        )
+    credit = sum((line.to_credit for line in lines), Decimal("0.00"))
+    allocations = ", ".join(
+        f"{line.loan_number} {format_kes(line.amount)}" for line in lines if line.amount
+    )
+    key = "receipt_credit" if credit else ("receipt_spill" if len(lines) > 1 else "receipt")
+    variables = {
+        "lender": lender,
+        "amount": format_kes(amount),
+        "receipt": receipt,
+        "loan": first.loan_number,
+        "balance": format_kes(first.outstanding),
+        "next_due": next_due,
+        "allocations": allocations,
+        "credit": format_kes(credit),
+    }
+    return key, render(text_for(key, language), variables)
+
+
 def receipt_for(session: Session, payment: C2BPayment, lender: str) -> Receipt | str:
     """The borrower's receipt for a posted payment, or why none is sent."""
-    if payment.status != "posted" or payment.borrower_id is None:
+    if payment.status != PaymentStatus.POSTED or payment.borrower_id is None:
         return "the payment is not posted to a borrower"
     borrower = session.get(Borrower, payment.borrower_id)
     if borrower.sms_opt_out:
@@ -112,53 +168,29 @@ def receipt_for(session: Session, payment: C2BPayment, lender: str) -> Receipt |
     live = [r for r in payment.repayments if not r.reversed]
     if not live:
         return "nothing was posted"
-    loans = {r.loan_id: session.get(Loan, r.loan_id) for r in live}
-    for loan in loans.values():
-        session.refresh(loan)
+    lines = []
+    for repayment in live:
+        loan = session.get(Loan, repayment.loan_id)
+        nxt = loan.next_due
+        lines.append(
+            ReceiptLine(
+                loan.number,
+                repayment.amount,
+                repayment.to_credit,
+                loan.outstanding,
+                (nxt.outstanding, nxt.due_on) if nxt else None,
+            )
+        )
     language = borrower.sms_language if borrower.sms_language in ("en", "sw") else "en"
-    key, body = receipt_text(
-        lambda k: template_text(session, k, language), lender, payment, live, loans, language
+    key, body = compose_receipt(
+        lambda k, lang: template_text(session, k, lang),
+        lender,
+        language,
+        payment.amount,
+        payment.trans_id,
+        lines,
     )
     return Receipt(key, language, borrower.phones[0].number, body, borrower.id)
-
-
-def receipt_text(template, lender: str, payment, live, loans: dict, language: str):
-    """The receipt's template key and words for a payment (``amount``, ``trans_id``) whose
-    live repayments (``loan_id``, ``amount``, ``to_credit``) went to ``loans`` (by id:
-    ``number``, ``outstanding``, ``next_due`` as after the posting). ``template(key)`` gives
-    the template's text. Shared by the one-by-one posting and the drain's batches."""
-    ordered = [loans[r.loan_id] for r in live]
-    first = ordered[0]
-    # What the borrower owes next: the first loan of this posting that still owes.
-    owing = next((loan for loan in ordered if loan.outstanding > 0), None)
-    nxt = owing.next_due if owing else None
-    if nxt is None:
-        next_due = "Loan fully paid." if language == "en" else "Mkopo umelipwa wote."
-    else:
-        when = nxt.due_on.strftime("%d %b")
-        named = f" on {owing.number}" if owing is not first else ""
-        next_due = (
-            f"Next {format_kes(nxt.outstanding)}{named} by {when}."
-            if language == "en"
-            else f"Ijayo {format_kes(nxt.outstanding)}{named.replace(' on ', ' kwa ')} "
-            f"kufikia {when}."
-        )
-    credit = sum((r.to_credit for r in live), Decimal("0.00"))
-    allocations = ", ".join(
-        f"{loans[r.loan_id].number} {format_kes(r.amount)}" for r in live if r.amount
-    )
-    key = "receipt_credit" if credit else ("receipt_spill" if len(live) > 1 else "receipt")
-    variables = {
-        "lender": lender,
-        "amount": format_kes(payment.amount),
-        "receipt": payment.trans_id,
-        "loan": first.number,
-        "balance": format_kes(first.outstanding),
-        "next_due": next_due,
-        "allocations": allocations,
-        "credit": format_kes(credit),
-    }
-    return key, render(template(key), variables)
 
 
 # --- the steps the jobs take ----------------------------------------------------------
@@ -195,10 +227,6 @@ def queue_receipt(session: Session, payment_id: int, lender: str) -> SmsMessage 
     return message
 
 
-SMS_ATTEMPTS = 5  # then the message is failed, for a person to look at
-RETRY_SECONDS = (30, 120, 600, 1800)  # between a failed attempt and the next
-
-
 def queue_messages_for(session: Session, payment: C2BPayment) -> None:
     """What a posting owes people, written in the posting's own transaction: the borrower's
     receipt (once per payment) and a notice to each officer whose portfolio it landed in.
@@ -214,150 +242,6 @@ def queue_messages_for(session: Session, payment: C2BPayment) -> None:
 # A claimed message another worker may take after this: a worker killed after claiming a
 # batch delays its messages by this much. Taking one too early sends nothing twice: a
 # message is marked sending only from queued.
-CLAIM_LEASE = timedelta(seconds=30)
-
-
-def claim_messages(session: Session, limit: int, now: datetime | None = None) -> list[int]:
-    """Claim up to ``limit`` queued messages whose time has come: each stays ``queued`` but
-    is not due again for CLAIM_LEASE, so other workers pass it by, and a worker that dies
-    before handing it to the provider leaves it to be sent later. The caller commits."""
-    now = now or datetime.now(UTC)
-    due = (
-        select(SmsMessage.id)
-        .where(
-            SmsMessage.status == "queued",
-            or_(SmsMessage.next_attempt_at.is_(None), SmsMessage.next_attempt_at <= now),
-        )
-        .order_by(SmsMessage.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True, key_share=True)
-    )
-    claimed = session.execute(
-        update(SmsMessage)
-        .where(SmsMessage.id.in_(due.scalar_subquery()))
-        .values(next_attempt_at=now + CLAIM_LEASE)
-        .returning(SmsMessage.id)
-        .execution_options(synchronize_session=False)
-    ).scalars()
-    return sorted(claimed)
-
-
-def start_sending(session: Session, message_id: int) -> bool:
-    """Mark a claimed message ``sending`` (attempts + 1) just before the provider is called;
-    False if another worker got there first. The caller commits before calling: from then
-    on the message is never sent again without a person (the provider may have taken it)."""
-    return bool(
-        session.execute(
-            update(SmsMessage)
-            .where(SmsMessage.id == message_id, SmsMessage.status == "queued")
-            .values(
-                status="sending",
-                attempts=SmsMessage.attempts + 1,
-                next_attempt_at=datetime.now(UTC),  # sending since
-            )
-            .execution_options(synchronize_session=False)
-        ).rowcount
-    )
-
-
-def send_claimed_message(session: Session, provider, message_id: int) -> str:
-    """Hand one message marked ``sending`` to the provider and record what happened:
-    ``sent``, or ``queued`` again for a later time, or after the last attempt ``failed``.
-    Never raises for the provider's failures. The caller commits."""
-    message = session.get(SmsMessage, message_id)
-    try:
-        provider_id = provider.send(message.to_phone, message.body)
-    except Exception as exc:  # noqa: BLE001 - any provider failure is kept, never raised
-        final = message.attempts >= SMS_ATTEMPTS
-        pause = RETRY_SECONDS[min(message.attempts, len(RETRY_SECONDS)) - 1]
-        record_failure(
-            session,
-            message_id,
-            str(exc) or type(exc).__name__,
-            final=final,
-            retry_at=datetime.now(UTC) + timedelta(seconds=pause),
-        )
-        log.warning(
-            "%s %s not sent (attempt %s): %s",
-            message.kind,
-            message.id,
-            message.attempts,
-            type(exc).__name__,
-        )
-        return "failed" if final else "queued"
-    record_sent(session, message_id, provider.name, provider_id)
-    return "sent"
-
-
-def resend_message(session: Session, message_id: int) -> bool:
-    """Queue a failed message again, now, if no provider ever accepted it (a person asked
-    for it). False when it was sent, is on its way, or does not exist."""
-    return bool(
-        session.execute(
-            update(SmsMessage)
-            .where(
-                SmsMessage.id == message_id,
-                SmsMessage.status == "failed",
-                SmsMessage.provider_message_id.is_(None),
-            )
-            .values(status="queued", next_attempt_at=None, attempts=0)
-            .execution_options(synchronize_session=False)
-        ).rowcount
-    )
-
-
-def give_up_interrupted(session: Session, now: datetime | None = None) -> int:
-    """A worker that died between claiming a message and recording the provider's answer
-    leaves it ``sending``: after ten minutes say so, and do not guess whether the provider
-    took it (sending again could text the borrower twice)."""
-    now = now or datetime.now(UTC)
-    return session.execute(
-        update(SmsMessage)
-        .where(
-            SmsMessage.status == "sending",
-            SmsMessage.created_at <= now - timedelta(minutes=10),
-            or_(
-                SmsMessage.next_attempt_at.is_(None),  # since (before next_attempt_at)
-                SmsMessage.next_attempt_at <= now - timedelta(minutes=10),
-            ),
-        )
-        .values(
-            status="failed",
-            attempts=SMS_ATTEMPTS,
-            error="interrupted while sending; check with the provider",
-        )
-        .execution_options(synchronize_session=False)
-    ).rowcount
-
-
-def record_sent(session: Session, message_id: int, provider: str, provider_id: str) -> None:
-    session.execute(
-        update(SmsMessage)
-        .where(SmsMessage.id == message_id)
-        .values(
-            status="sent",
-            provider=provider,
-            provider_message_id=provider_id,
-            sent_at=datetime.now(UTC),
-            error=None,
-        )
-    )
-
-
-def record_failure(
-    session: Session, message_id: int, error: str, *, final: bool, retry_at: datetime | None = None
-) -> None:
-    session.execute(
-        update(SmsMessage)
-        .where(SmsMessage.id == message_id)
-        .values(
-            status="failed" if final else "queued",
-            error=error[:500],
-            next_attempt_at=None if final else retry_at,
-        )
-    )
-
-
 DELIVERY_STATUSES = {
     "Success": "delivered",
     "Failed": "failed",
@@ -385,7 +269,7 @@ def record_delivery(session: Session, provider_id: str, status: str, reason: str
 def notify_officers(session: Session, payment_id: int) -> int:
     """One in-app notice per officer whose portfolio the payment landed in."""
     payment = session.get(C2BPayment, payment_id)
-    if payment is None or payment.status != "posted":
+    if payment is None or payment.status != PaymentStatus.POSTED:
         return 0
     made = 0
     officers = {}

@@ -22,7 +22,7 @@ from lenders.book import record_audit
 from payments.bulk_sql import insert_rows, one_of
 from payments.disbursement_match import disbursements_by_receipt
 from payments.intake import flag_for_review, store_payments
-from payments.models import C2BPayment, Shortcode
+from payments.models import C2BPayment, PaymentStatus, Shortcode
 from payments.reconciliation_models import (
     LINE_KINDS,
     NOT_REPAYMENTS,
@@ -259,7 +259,7 @@ class _Batch:
                 )
                 line_of[id(row)] = {"payment_id": payment_id, "outcome": "differs", "note": note}
                 self.summary.review += 1
-                if status not in ("review", "reversed"):
+                if status not in (PaymentStatus.REVIEW, PaymentStatus.REVERSED):
                     payment = self.session.get(C2BPayment, payment_id)
                     flag_for_review(self.session, payment, f"statement: {note}")
         return gaps
@@ -288,11 +288,17 @@ class _Batch:
         source = self.record.source
         stored = store_payments(
             self.session,
-            [r.payment_values(self.shortcode_id, "received", self.now) for r in live_rows],
+            [
+                r.payment_values(self.shortcode_id, PaymentStatus.RECEIVED, self.now)
+                for r in live_rows
+            ],
         )
         stored_reversed = record_reversed_receipts(
             self.session,
-            [r.payment_values(self.shortcode_id, "reversed", self.now) for r in reversed_rows],
+            [
+                r.payment_values(self.shortcode_id, PaymentStatus.REVERSED, self.now)
+                for r in reversed_rows
+            ],
             source=source,
             reason=f"the {source} shows it reversed",
         )

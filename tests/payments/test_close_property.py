@@ -215,7 +215,7 @@ def _closes(day: Day):
 
 
 def _payments(close):
-    from payments.reports import nairobi_midnight
+    from lenders.days import nairobi_midnight
 
     start, end = nairobi_midnight(close.day), nairobi_midnight(close.day + timedelta(days=1))
     return db.session.query(C2BPayment).filter(

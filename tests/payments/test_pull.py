@@ -16,8 +16,8 @@ from sqlalchemy import select
 from lenders.extensions import db
 from lenders.models import AuditEvent, Loan
 from payments import pull
+from payments.jobs import pull_registered_shortcodes
 from payments.models import C2BPayment
-from payments.reconciliation_jobs import pull_registered_shortcodes
 from payments.reconciliation_models import PullRegistration, StatementImport, StatementLine
 from tests.conftest import PASSWORD
 from tests.payments.conftest import new_shortcode
