@@ -18,6 +18,11 @@ from payments import cli as payments_cli
 from payments import configuration as payments_configuration  # noqa: F401 (routes)
 from payments import jobs as payments_jobs  # noqa: F401 (registers its drains and jobs)
 from payments import messages as payments_messages
+from payments import (
+    money_callbacks,  # noqa: F401 (Safaricom's results, on the callbacks' bp)
+    money_jobs,  # noqa: F401 (registers the money drains and jobs)
+    money_views,
+)
 from payments import monitoring as payments_monitoring  # noqa: F401 (registers its figures)
 from payments import quarantine as payments_quarantine  # noqa: F401 (routes)
 from payments import views as payments_views
@@ -51,6 +56,7 @@ def create_app(config: dict | None = None) -> Flask:
     app.register_blueprint(payments_views.bp)
     payments_callbacks.init_app(app)
     payments_messages.init_app(app)
+    money_views.init_app(app)
     jobs.init_app(app)
     health.init_app(app)
     jobs_views.init_app(app)

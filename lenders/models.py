@@ -436,4 +436,3 @@ class Setting(db.Model):
 
     def __repr__(self) -> str:
         return f"<Setting {self.key}>"
-
