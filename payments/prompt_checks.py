@@ -73,15 +73,15 @@ def ask_about_prompt(
     except (TransactionPending, DarajaError, MalformedResult, ShortcodeError) as exc:
         if not isinstance(exc, TransactionPending):
             log.warning("STK query for %s failed: %s", request.id, type(exc).__name__)
+        request.queries += 1
         again = now + timedelta(seconds=setting(config, "STK_QUERY_EVERY_SECONDS"))
         if again > request.expires_at:
             return _give_up(session, request, now)
-        request.queries += 1
         request.next_query_at = again
         return "pending"
     request.queries += 1
     apply_outcome(session, request.id, outcome, via="query")
-    session.refresh(request)
+    session.flush()
     return request.status
 
 

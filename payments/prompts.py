@@ -246,8 +246,16 @@ def send_prompt(session: Session, request_id: int, config: dict) -> StkRequest:
     if not moved:  # the callback came first and settled it: keep its word, add the ids
         session.execute(
             update(StkRequest)
-            .where(StkRequest.id == request.id, StkRequest.checkout_request_id.is_(None))
-            .values(**ids)
+            .where(StkRequest.id == request.id)
+            .values(
+                answered_at=now,
+                checkout_request_id=func.coalesce(
+                    StkRequest.checkout_request_id, ids["checkout_request_id"]
+                ),
+                merchant_request_id=func.coalesce(
+                    StkRequest.merchant_request_id, ids["merchant_request_id"]
+                ),
+            )
         )
     return _fresh(session, request.id)
 
