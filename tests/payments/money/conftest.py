@@ -34,6 +34,7 @@ def emulator_overrides() -> dict:
 def live(app, emulator):
     """The app served over HTTP; its callback URLs and Daraja base URL point where the
     emulator and the app really are; short timings for the checks."""
+    emulator.clear_calls()  # each test counts the requests it made
     with background_server(app) as url:
         app.config.update(
             PUBLIC_BASE_URL=url,
