@@ -38,7 +38,7 @@ from tests.payments.money.conftest import (
     post_json,
 )
 
-pytestmark = pytest.mark.usefixtures("live")
+pytestmark = [pytest.mark.usefixtures("live"), pytest.mark.both_databases]
 NAIROBI = ZoneInfo("Africa/Nairobi")
 B2C = "/mpesa/b2c/v3/paymentrequest"
 

@@ -23,7 +23,7 @@ from payments.shortcodes import daraja_client, register_urls
 from tests.payments.conftest import c2b_body, post_callback
 from tests.payments.money.conftest import active_loan, audit_count, eventually, logged, post_json
 
-pytestmark = pytest.mark.usefixtures("live")
+pytestmark = [pytest.mark.usefixtures("live"), pytest.mark.both_databases]
 REVERSAL = "/mpesa/reversal/v1/request"
 
 

@@ -23,7 +23,7 @@ from payments.prompts import PromptRefused, prompt_borrower, send_prompt
 from tests.payments.conftest import c2b_body, post_callback
 from tests.payments.money.conftest import active_loan, eventually, fresh_phone, logged, post_json
 
-pytestmark = pytest.mark.usefixtures("live")
+pytestmark = [pytest.mark.usefixtures("live"), pytest.mark.both_databases]
 NAIROBI = ZoneInfo("Africa/Nairobi")
 
 
