@@ -97,31 +97,33 @@ def stk_callback(token: str):
 
 
 def _target(kind: str, token: str):
-    """The request row a result URL names, and its shortcode's id."""
+    """The request row a result URL names, its shortcode's id, and the payment it is about
+    (kept with the callback, so the payment's page lists it)."""
     if kind == "b2c":
         from lenders.disbursements import Disbursement
 
         row = _find(Disbursement, token)
-        return row, row.shortcode_id if row else None
+        return row, row.shortcode_id if row else None, None
     if kind == "reversal":
         row = _find(Reversal, token)
-        return row, row.payment.shortcode_id if row else None
+        return row, row.payment.shortcode_id if row else None, row.payment_id if row else None
     row = _find(DarajaQuery, token, kind=kind)
-    return row, row.shortcode_id if row else None
+    return row, row.shortcode_id if row else None, row.payment_id if row else None
 
 
 @bp.post("/<token>/<any(b2c, status, balance, reversal):kind>/<any(result, timeout):which>")
 @public
 def result_callback(token: str, kind: str, which: str):
     """A result or queue timeout for a payout, a status or balance query, or a reversal."""
-    row, shortcode_id = _target(kind, token)
+    row, shortcode_id, payment_id = _target(kind, token)
     if refusal := _refused(shortcode_id):
         return refusal
     body, result, problem = _read(parse_result)
+    kept = {"payment_id": payment_id}
     if result is None:
-        _keep(shortcode_id, f"{kind}_{which}", body, "quarantined", error=problem)
+        _keep(shortcode_id, f"{kind}_{which}", body, "quarantined", error=problem, **kept)
     else:
-        _keep(shortcode_id, f"{kind}_{which}", body, apply_result(kind, row, result, which))
+        _keep(shortcode_id, f"{kind}_{which}", body, apply_result(kind, row, result, which), **kept)
     db.session.commit()
     return jsonify(ACKNOWLEDGED)
 
