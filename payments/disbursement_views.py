@@ -70,6 +70,8 @@ def _payout_page(found, error="", status=200, form=None):
         d=found,
         form=form or _approve_form(),
         paying=paying,
+        balance_fresh=bool(paying)
+        and daraja_queries.utility_available(db.session, paying.id) is not None,
         check=money_screens.disbursement_status_query(db.session, found.id),
         action=ActionForm(),
         error=error,

@@ -154,6 +154,9 @@ def send_claimed(session: Session, disbursement_id: int, config: dict) -> str:
     except (ShortcodeError, DarajaError) as exc:
         why = str(exc) if isinstance(exc, ShortcodeError) else explain(exc)
         return _failed(session, disbursement, f"Daraja refused it: {why} Nothing was sent.")
+    if str(answer.get("ResponseCode", "0")).strip() not in ("0", ""):
+        why = str(answer.get("ResponseDescription") or "no reason given")[:300]
+        return _failed(session, disbursement, f"Daraja did not accept it: {why}")
     session.execute(
         update(Disbursement)
         .where(Disbursement.id == disbursement.id, Disbursement.conversation_id.is_(None))
@@ -336,8 +339,15 @@ def settle_by_status(session: Session, query: DarajaQuery, result: Result) -> st
             "it again with the same id, which Safaricom would refuse if it had it after all.",
         )
         return "applied"
-    disbursement.reason = (
-        f"Safaricom took the request but Transaction Status does not report it ({words}); "
-        "asking again."
-    )
+    if disbursement.check_after is None:  # the job has stopped asking
+        disbursement.reason = (
+            f"Safaricom took the request but Transaction Status still does not report it "
+            f"({words}) after {disbursement.status_checks} checks. Look it up on the M-Pesa "
+            "org portal; nothing is sent again."
+        )
+    else:
+        disbursement.reason = (
+            f"Safaricom took the request but Transaction Status does not report it ({words}); "
+            "asking again."
+        )
     return "applied"

@@ -228,6 +228,9 @@ def send_prompt(session: Session, request_id: int, config: dict) -> StkRequest:
             )
     except (ShortcodeError, DarajaError) as exc:
         return _push_failed(session, request, exc)
+    if str(answer.get("ResponseCode", "0")).strip() not in ("0", ""):
+        why = str(answer.get("ResponseDescription") or "no reason given")[:300]
+        return _push_failed(session, request, ShortcodeError(f"Daraja did not accept it: {why}"))
     now = datetime.now(UTC)
     ids = {
         "checkout_request_id": str(answer.get("CheckoutRequestID") or "")[:64] or None,

@@ -81,7 +81,7 @@ def test_the_payout_screens_request_and_approve(app, paybill, client, auth, make
     auth.login("admin")
     page = client.get(f"/money/disbursements/{payout.id}").get_data(as_text=True)
     assert "Approve and pay KES 10,000.00" in page
-    assert f'hx-get="/money/shortcodes/{paybill.id}/balance"' in page  # the balance, in view
+    assert f'hx-post="/money/shortcodes/{paybill.id}/balance"' in page  # asked on opening
     approved = client.hx_post(
         f"/money/disbursements/{payout.id}/approve", data={"shortcode_id": str(paybill.id)}
     )
