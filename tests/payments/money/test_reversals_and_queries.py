@@ -216,3 +216,27 @@ def test_check_connection_shows_the_working_and_utility_balances(app, paybill, c
         post_json(f"{live}/payments/c2b/{query.callback_token}/status/result", result).status_code
         == 404
     )
+
+
+def test_queue_timeouts_are_kept_and_answered(app, registered, emulator, admins, live):
+    payment = paid_in(app, registered, active_loan())
+    emulator.faults(drop_callback=True)
+    made = reverse(payment, admins[0])
+    timeout = {"Result": {"ResultType": 0, "ResultCode": 1, "ResultDesc": "timed out"}}
+    url = f"{live}/payments/c2b/{made.callback_token}/reversal/timeout"
+    assert post_json(url, timeout).json() == {"ResultCode": 0, "ResultDesc": "Accepted"}
+    unsure = reversal_now(made.id)
+    assert unsure.status == "ambiguous" and "queue timed out" in unsure.result_desc
+    assert post_json(url, timeout).status_code == 200  # a repeat changes nothing
+    assert [c.outcome for c in logged("reversal_timeout")] == ["applied", "duplicate"]
+
+    from payments.daraja_queries import new_query, send_query
+
+    query = new_query(db.session, "status", registered, transaction_id=payment.trans_id)
+    db.session.commit()
+    send_query(db.session, query.id, app.config)
+    db.session.commit()
+    url = f"{live}/payments/c2b/{query.callback_token}/status/timeout"
+    assert post_json(url, timeout).status_code == 200
+    db.session.expire_all()
+    assert db.session.get(DarajaQuery, query.id).status == "unanswered"

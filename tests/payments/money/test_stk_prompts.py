@@ -282,3 +282,17 @@ def test_the_default_amount_is_what_is_due_now_or_the_balance(app, paybill, emul
     emulator.faults(stk_prompt_expires=True)
     loan = active_loan(phone=fresh_phone())
     assert prompt(app, loan).amount == Decimal("10000")  # every installment is due
+
+
+def test_a_prompt_nobody_answers_is_called_expired_by_stk_query(app, paybill, emulator):
+    emulator.faults(stk_prompt_expires=True)  # no callback; the query says 1019 at the end
+    loan = active_loan()
+    made = prompt(app, loan, "650")
+    deadline = time.monotonic() + 6
+    while db.session.get(StkRequest, made.id).is_open and time.monotonic() < deadline:
+        ask_about_prompts(20)
+        db.session.expire_all()
+        time.sleep(0.2)
+    done = db.session.get(StkRequest, made.id)
+    assert (done.status, done.result_code, done.settled_by) == ("expired", "1019", "query")
+    assert done.result_desc == "The prompt expired before the borrower answered."
