@@ -13,8 +13,7 @@ is sent again before) → ``completed`` or ``failed``; ``failed`` → ``approved
 retry) or ``cancelled``. One disbursement per loan is alive at a time (a partial unique
 index), so a loan is never paid out twice by two requests.
 
-Every service takes the session and plain values, flushes, never commits, and writes an
-audit event; ``DisbursementError`` carries a sentence for the person who asked."""
+Services take the session and plain values, never commit, and write an audit event."""
 
 from __future__ import annotations
 
@@ -25,6 +24,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import CheckConstraint, ForeignKey, Index, Numeric, String, Text, select, text
 from sqlalchemy import update as sql_update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
 from lenders.book import loan_snapshot, lock_loan, record_audit
@@ -208,8 +208,11 @@ def request_disbursement(
         requested_by_id=actor.id,
         originator_conversation_id=f"pending-{secrets.token_hex(8)}",
     )
-    session.add(disbursement)
-    session.flush()  # the partial unique index refuses a second live one here
+    try:
+        with session.begin_nested():  # the partial unique index refuses a second live one
+            session.add(disbursement)
+    except IntegrityError:
+        raise DisbursementError(f"loan {loan.number} already has a disbursement") from None
     disbursement.originator_conversation_id = new_originator_id(disbursement.id, 1)
     record_audit(
         session,

@@ -8,9 +8,8 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from lenders.disbursements import Disbursement, fees_upfront, live_disbursement
+from lenders.disbursements import Disbursement, fees_upfront
 from lenders.models import Loan, StaffUser
-from payments.daraja_queries import latest_balance
 from payments.models import Shortcode
 from payments.money_models import DarajaQuery, Reversal, StkRequest
 
@@ -127,17 +126,3 @@ def disbursement_status_query(session: Session, disbursement_id: int) -> DarajaQ
         .order_by(DarajaQuery.id.desc())
         .limit(1)
     )
-
-
-__all__ = [
-    "Overview",
-    "disbursement_status_query",
-    "latest_balance",
-    "live_disbursement",
-    "loan_disbursements",
-    "loan_prompts",
-    "overview",
-    "paying_shortcodes",
-    "payment_dealings",
-    "visible_disbursement",
-]
