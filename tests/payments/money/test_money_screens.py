@@ -128,3 +128,27 @@ def test_stk_commands(app, paybill, runner, make_staff):
     db.session.commit()
     refused = runner.invoke(args=["payments", "stk-push", closed.number, "--by", officer.email])
     assert refused.exit_code == 1 and "nothing to collect" in refused.output
+
+
+@pytest.mark.parametrize(
+    "status", ["requested", "approved", "sent", "ambiguous", "failed", "completed", "cancelled"]
+)
+def test_a_payout_page_reads_right_in_every_state(app, paybill, client, auth, make_staff, status):
+    from lenders.disbursements import request_disbursement
+
+    auth.login("admin")
+    officer = make_staff("officer")
+    loan = active_loan(officer)
+    loan.status = "pending"
+    db.session.commit()
+    payout = request_disbursement(db.session, loan, actor=officer)
+    payout.status, payout.reason = status, "Safaricom took the request; asking again."
+    payout.receipt = "TL3AB12CDE" if status == "completed" else None
+    db.session.commit()
+    page = client.get(f"/money/disbursements/{payout.id}").get_data(as_text=True)
+    assert f'id="payout-state">{status}<' in page
+    assert ('hx-trigger="every 2s"' in page) == (status in ("approved", "sent", "ambiguous"))
+    assert ("Approve and pay" in page) == (status == "requested")
+    assert ('id="retry"' in page) == (status == "failed")
+    assert ('id="check"' in page) == (status in ("sent", "ambiguous"))
+    assert client.get("/money/").status_code == 200
