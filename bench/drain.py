@@ -107,7 +107,9 @@ def figures(url: str) -> dict:
 
     engine = create_engine(bl.normalise_url(url))
     with engine.connect() as c:
-        statuses = dict(c.execute(text("SELECT status, count(*) FROM c2b_payment GROUP BY 1")))
+        statuses = dict(
+            c.execute(text("SELECT status, count(*) FROM c2b_payment GROUP BY 1")).all()
+        )
         receipts = dict(
             c.execute(text("SELECT status, count(*) FROM sms_message GROUP BY 1")).all()
         )
@@ -130,8 +132,9 @@ def process_tree_cpu(pid: int) -> float:
     tick = os.sysconf("SC_CLK_TCK")
     pids = [pid] + [
         int(p)
-        for p in subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
-        .stdout.split()
+        for p in subprocess.run(
+            ["pgrep", "-P", str(pid)], capture_output=True, text=True
+        ).stdout.split()
     ]
     for each in pids:
         try:
@@ -153,8 +156,17 @@ def drain_with_workers(env: dict, url: str, workers: int, timeout: float) -> tup
     """Start ``flask jobs worker --processes N``; seconds until nothing waits, and the
     workers' CPU seconds."""
     worker = subprocess.Popen(
-        [sys.executable, "-m", "flask", "--app", "app", "jobs", "worker", "--processes",
-         str(workers)],  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "flask",
+            "--app",
+            "app",
+            "jobs",
+            "worker",
+            "--processes",
+            str(workers),
+        ],  # fmt: skip
         cwd=bl.ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -206,6 +218,7 @@ def main(argv=None) -> int:
               f"{args.workers} worker process(es) draining")  # fmt: skip
         seconds, cpu = drain_with_workers(env, url, args.workers, args.timeout)
         done = figures(url)
+        results["backlog"] = (seconds, cpu, done)
         results["backlog"] = (seconds, cpu, done)
         print(f"  drained in {seconds:.1f} s ({args.payments / seconds:,.0f} payments/s), "
               f"workers' CPU {cpu:.1f} s ({cpu / args.payments * 1000:.2f} ms per payment, "

@@ -7,7 +7,7 @@ payment_repayment link, as processing leaves them), 10.5 % unmatched, some faile
 and reversed; MSISDNs masked (v2, FirstName only), hashed (v1) or plain; bill references as
 borrowers type them. Then, for each filter of the page, it times
 
-    payments.reports.find_payments(session, viewer, TransactionFilter(...))  # first page
+    payments.transactions.find_payments(session, viewer, TransactionFilter(...))  # first page
     … the same with before_id = the cursor it returned                       # keyset page 2
 
 (on a session whose connection is already open, as it is in a request once its login check
@@ -284,9 +284,10 @@ class Case:
 def cases(session, dialect: bl.Dialect, count: int) -> list[Case]:
     from sqlalchemy import text
 
+    from lenders.days import nairobi_midnight
     from lenders.phones import canonical_phone, phone_sha256
     from lenders.references import reference_key
-    from payments.reports import TransactionFilter, nairobi_midnight
+    from payments.transactions import TransactionFilter
 
     pg = dialect.pg
 
@@ -510,7 +511,7 @@ def run(url: str, args) -> list[dict]:
     from app import create_app
     from lenders.extensions import db
     from lenders.models import StaffUser
-    from payments.reports import find_payments
+    from payments.transactions import find_payments
 
     app = create_app({"SQLALCHEMY_DATABASE_URI": bl.normalise_url(url), "TESTING": False})
     dialect = bl.Dialect("postgresql" if url.startswith("postgres") else "sqlite")

@@ -10,16 +10,14 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, current_app, flash, redirect, request, session, url_for
 from flask_login import current_user, login_user, logout_user
-from flask_wtf import FlaskForm
 from sqlalchemy import func, select
 from werkzeug.security import check_password_hash, generate_password_hash
-from wtforms import EmailField, PasswordField
-from wtforms.validators import DataRequired, Length
 
 from lenders.config import PASSWORD_HASH_METHOD
 from lenders.extensions import db, limiter, login_manager
+from lenders.forms import LoginForm
 from lenders.models import StaffUser, password_hash_method
-from lenders.web import hx_redirect, public, render_page, roles, start_session
+from lenders.web import public, render_page, roles, start_session
 
 bp = Blueprint("auth", __name__)
 security_log = logging.getLogger("marejesho.security")
@@ -33,15 +31,6 @@ def _dummy_hash(method: str) -> str:
 
 
 _dummy_hash(PASSWORD_HASH_METHOD)  # made now, so that the first unknown e-mail is no slower
-
-
-class LoginForm(FlaskForm):
-    email = EmailField("Email", validators=[DataRequired(), Length(max=254)])
-    password = PasswordField("Password", validators=[DataRequired(), Length(max=200)])
-
-
-class LogoutForm(FlaskForm):
-    """Empty: carries the CSRF token of the logout button."""
 
 
 @login_manager.user_loader
@@ -139,4 +128,4 @@ def logout():
     logout_user()
     session.clear()
     flash("You are logged out.")
-    return hx_redirect(url_for("auth.login"))
+    return redirect(url_for("auth.login"), code=303)

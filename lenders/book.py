@@ -38,13 +38,17 @@ def record_audit(
     after: dict | None = None,
     reason: str | None = None,
 ) -> AuditEvent:
-    """Append one audit event naming ``entity`` by its table and primary key."""
-    session.flush()  # the entity needs its primary key
+    """Append one audit event naming ``entity`` by its table and primary key (the event is
+    written with the session's next flush)."""
+    identity = inspect(entity).identity
+    if identity is None:  # a new entity: it needs its primary key first
+        session.flush()
+        identity = inspect(entity).identity
     event = AuditEvent(
         actor_id=actor.id if actor else None,
         action=action,
         entity_type=entity.__tablename__,
-        entity_id=":".join(str(part) for part in inspect(entity).identity),
+        entity_id=":".join(str(part) for part in identity),
         before=before,
         after=after,
         reason=reason,

@@ -180,6 +180,6 @@ def approve_disbursement_command(loan_number: str, email: str) -> None:
     except DisbursementError as exc:
         db.session.rollback()
         raise click.ClickException(str(exc)) from None
-    db.session.commit()  # wakes the disbursements drain: here, it sends before we print
+    db.session.commit()  # wakes the money drain: here, it sends before we print
     db.session.expire_all()
     click.echo(json.dumps(disbursement_json(db.session.get(type(waiting), waiting.id))))

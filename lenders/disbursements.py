@@ -5,7 +5,7 @@ then sent by B2C and settled by Safaricom's word.
 This module is the book's side: the row and its state machine, who may move it, and what
 completion does to the loan (it becomes ``active`` with its schedule counted from the
 moment the money reached the borrower). Talking to Daraja is the payments package's work
-(``payments/disbursing.py``): approving wakes its ``disbursements`` drain.
+(``payments/disbursing.py``): approving wakes its ``money`` drain.
 
 States: ``requested`` → ``approved`` → ``sent`` → ``completed``; ``sent`` → ``ambiguous``
 (a timeout, no answer, an HTTP failure: only a Transaction Status query settles it, nothing
@@ -286,7 +286,7 @@ def approve_disbursement(
         actor=actor,
         after=snapshot(approved) | {"disbursement_id": approved.id},
     )
-    wake_on_commit(session, "disbursements")
+    wake_on_commit(session, "money")
     return approved
 
 
@@ -335,7 +335,7 @@ def retry_disbursement(session: Session, disbursement_id: int, *, actor: StaffUs
         actor=actor,
         after=snapshot(retried) | {"disbursement_id": retried.id},
     )
-    wake_on_commit(session, "disbursements")
+    wake_on_commit(session, "money")
     return retried
 
 

@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cache
@@ -112,6 +113,15 @@ class JobRunner:
 
 
 runner = JobRunner()
+# Set while this process serves a request (the job thread's WSGI counter sets it): work a
+# request asks for goes to the job thread; a command's or a job's runs at once.
+_serving: ContextVar[bool] = ContextVar("marejesho_serving", default=False)
+
+
+def serving() -> bool:
+    """True inside a request a server is answering (also the confirmation's own WSGI path,
+    which has no Flask request context)."""
+    return _serving.get() or has_request_context()
 
 
 @contextmanager
@@ -169,10 +179,10 @@ _breaker = _Breaker()
 _last_wake = [0.0]
 
 
-def wake(*names: str) -> None:
+def wake(*names: str, app: Flask | None = None) -> None:
     """Tell the workers there is new work for these drains (all when none are named). Call
     after the commit that made the rows. Never raises: a wake that is lost costs a poll."""
-    app = current_app._get_current_object()
+    app = app or current_app._get_current_object()
     url = app.config.get("REDIS_URL")
     if url:
         now = time.monotonic()
@@ -185,7 +195,7 @@ def wake(*names: str) -> None:
         except Exception as exc:  # noqa: BLE001 - any Redis failure: poll instead
             _breaker.trip(exc)
         return
-    if has_request_context() and app.config.get("JOBS_IN_BACKGROUND", True):
+    if serving() and app.config.get("JOBS_IN_BACKGROUND", True):
         app.extensions["marejesho.jobs"].wake()
         return
     run_drains(app, names or None)
@@ -236,7 +246,7 @@ def enqueue(func: Callable, *args) -> None:
             job_timeout=600,
         )
         return
-    if has_request_context() and app.config.get("JOBS_IN_BACKGROUND", True):
+    if serving() and app.config.get("JOBS_IN_BACKGROUND", True):
         app.extensions["marejesho.jobs"].submit(func, *args)
         return
     with job_context(app):

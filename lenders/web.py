@@ -1,5 +1,6 @@
-"""Web helpers both packages use: who may see a view, page-or-fragment rendering, HTMX
-redirects, security headers, and the filters that show money and time."""
+"""Web helpers both packages use: who may see a view, page-or-fragment rendering, what an
+action answers (HTMX or not), redirects made safe for HTMX, security headers, error pages,
+and the filters that show money and time."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from flask import (
     Flask,
     abort,
     current_app,
+    flash,
     redirect,
     render_template,
     request,
@@ -20,11 +22,14 @@ from flask import (
 )
 from flask.sessions import SecureCookieSessionInterface
 from flask_login import current_user
+from flask_wtf.csrf import CSRFError
 from jinja2_fragments.flask import render_block as _render_block
 from werkzeug.exceptions import BadRequest
 from werkzeug.routing import IntegerConverter
 
+from lenders.extensions import login_manager
 from lenders.money import format_kes
+from lenders.phones import mask_phone
 
 NAIROBI = ZoneInfo("Africa/Nairobi")
 security_log = logging.getLogger("marejesho.security")
@@ -149,22 +154,41 @@ def start_session() -> None:
 
 
 def login_redirect():
-    """To /login with ``next``; inside an HTMX request the whole page goes there."""
+    """To /login with ``next`` (``redirect_htmx`` sends the whole page there under HTMX)."""
     here = request.full_path.rstrip("?")
     if request.headers.get("HX-Request") == "true" and request.headers.get("HX-Current-URL"):
         # The fragment's URL is no place to come back to; the page the user was on is.
         current = urlsplit(request.headers["HX-Current-URL"])
         here = current.path + (f"?{current.query}" if current.query else "")
-    return hx_redirect(url_for("auth.login", next=here))
+    return redirect(url_for("auth.login", next=here), code=303)
 
 
-def hx_redirect(location: str, code: int = 303):
-    """A redirect that also works for HTMX requests (HX-Redirect swaps the whole page)."""
-    if request.headers.get("HX-Request") == "true":
-        response = current_app.response_class(status=204)
-        response.headers["HX-Redirect"] = location
-        return response
-    return redirect(location, code=code)
+REDIRECTS = frozenset((301, 302, 303, 307, 308))
+
+
+def redirect_htmx(response):
+    """After every request: a redirect answering an HTMX request becomes ``HX-Redirect``
+    (204), so the browser loads the new page whole. The XHR would otherwise follow the
+    redirect itself and swap the next page (the login form, say) into a table cell."""
+    if response.status_code in REDIRECTS and request.headers.get("HX-Request") == "true":
+        response.headers["HX-Redirect"] = response.headers.pop("Location")
+        response.status_code = 204
+        response.set_data(b"")
+    return response
+
+
+def action_done(message: str, *, fragment, back_to: str, event: str | None = None):
+    """The answer to a successful action. To HTMX: ``fragment(message)``, the updated
+    panel showing the message, and ``event`` in ``HX-Trigger`` for the page's other
+    regions to refresh themselves. Without JavaScript: the message flashed and a redirect
+    (303) to ``back_to``, the page the form was on."""
+    if not wants_fragment():
+        flash(message)
+        return redirect(back_to, code=303)
+    response = fragment(message)
+    if event:
+        response.headers["HX-Trigger"] = event
+    return response
 
 
 def wants_fragment() -> bool:
@@ -243,19 +267,45 @@ class StaffSessions(SecureCookieSessionInterface):
         return super().open_session(app, request)
 
 
-def init_web(app: Flask) -> None:
-    """Call before the blueprints are registered: their ``<int:…>`` take IdConverter."""
+def init_app(app: Flask) -> None:
+    """Staff sessions, the ``<int:…>`` converter (IdConverter), the refusal of unreadable
+    input, the closed-by-default check, the answer hooks, error pages and the template
+    filters. Call after the extensions are bound and before any blueprint is registered
+    (their ``<int:…>`` rules take the converter when they are added)."""
     app.session_interface = StaffSessions()
     app.url_map.converters["int"] = IdConverter
+    login_manager.unauthorized_handler(login_redirect)
     app.before_request(refuse_unreadable_input)
     app.register_error_handler(UnreadableInput, _unreadable_page)
     app.before_request(close_by_default)
+    app.after_request(redirect_htmx)
     app.after_request(add_security_headers)
     app.jinja_env.filters["kes"] = format_kes
     app.jinja_env.filters["nairobi"] = nairobi_time
     app.jinja_env.filters["day"] = lambda d: d.strftime("%d %b %Y") if d else ""
+    app.jinja_env.filters["masked"] = mask_phone  # 2547****5678
+    register_error_pages(app)
 
 
-def unauthorized_to_login():
-    """Flask-Login's unauthorized handler: the same redirect as close_by_default."""
-    return login_redirect()
+def register_error_pages(app: Flask) -> None:
+    """Plain pages for errors; never a stack trace."""
+
+    def page(code: int, title: str, message: str):
+        return render_template("error.html", code=code, title=title, message=message), code
+
+    app.register_error_handler(
+        CSRFError, lambda e: page(400, "Form expired", "Reload the page and try again.")
+    )
+    app.register_error_handler(
+        403, lambda e: page(403, "Not allowed", "Your role cannot open this page.")
+    )
+    app.register_error_handler(404, lambda e: page(404, "Not found", "Nothing is at this address."))
+    app.register_error_handler(
+        413, lambda e: page(413, "File too large", "The upload is larger than 16 MB.")
+    )
+    app.register_error_handler(
+        429, lambda e: page(429, "Too many attempts", "Wait a few minutes and try again.")
+    )
+    app.register_error_handler(
+        500, lambda e: page(500, "Something went wrong", "The error was logged; nothing was saved.")
+    )

@@ -28,6 +28,7 @@ from lenders.jobs import (
     WAKE_KEY,
     JobRunner,
     Loop,
+    _serving,
     job_context,
     redis_connection,
     run_drains,
@@ -68,9 +69,11 @@ class JobThread:
                 self._start()
             with self._lock:
                 self._in_flight += 1
+            token = _serving.set(True)
             try:
                 return wsgi_app(environ, start_response)
             finally:
+                _serving.reset(token)
                 with self._lock:
                     self._in_flight -= 1
                     self._last_request = time.monotonic()

@@ -11,11 +11,9 @@ from sqlalchemy.orm import Session
 from lenders.book import BookError, record_audit, reverse_repayment
 from lenders.models import Loan, Setting, StaffUser
 from payments.matching import Decision, MatchFacts, borrower_facts, match_payment, spill_plan
-from payments.models import C2BPayment, ReassignmentRequest
+from payments.models import C2BPayment, MatchRule, PaymentStatus, ReassignmentRequest
 from payments.processing import apply_decision, claim_payment, payment_snapshot
 
-ASSIGNABLE = ("unmatched", "failed", "received")
-MOVABLE = ("posted", "review")
 MAKER_CHECKER = "reassign_maker_checker"
 
 
@@ -76,7 +74,7 @@ def assign_payment(
     """Place an unmatched (or failed) payment: on a given loan, or on a borrower, whose
     loan the matching order then picks (rules 2–4). Rule ``manual``, with the reason."""
     why = _reason(reason)
-    payment = _claim(session, payment_id, ASSIGNABLE, "unmatched")
+    payment = _claim(session, payment_id, PaymentStatus.ASSIGNABLE, PaymentStatus.UNMATCHED)
     if loan is not None:
         facts, chosen = _loan_facts(session, loan)
         plan = spill_plan(chosen, facts, payment.amount)
@@ -99,7 +97,7 @@ def assign_payment(
     else:
         raise BackofficeError("choose a borrower or a loan")
     refuse_outside_portfolio(session, actor, plan)
-    apply_decision(session, payment, Decision("manual", said, facts.id, plan), actor=actor)
+    apply_decision(session, payment, Decision(MatchRule.MANUAL, said, facts.id, plan), actor=actor)
     return payment
 
 
@@ -155,7 +153,7 @@ def move_payment(
         if not repayment.reversed:
             reverse_repayment(session, repayment, actor=actor, reason=f"reassigned: {why}")
     said = f"reassigned by {actor.name} to loan {loan.number}: {why}"
-    apply_decision(session, payment, Decision("manual", said, facts.id, plan), actor=actor)
+    apply_decision(session, payment, Decision(MatchRule.MANUAL, said, facts.id, plan), actor=actor)
     record_audit(
         session,
         "payment.reassigned",
@@ -174,7 +172,7 @@ def reassign_payment(
     """Move a posted payment to another loan. With maker-checker on, an officer's request
     waits for an admin (returned as a ReassignmentRequest) and no money moves yet."""
     why = _reason(reason)
-    payment = _claim(session, payment_id, MOVABLE, "posted")
+    payment = _claim(session, payment_id, PaymentStatus.MOVABLE, PaymentStatus.POSTED)
     live = [r for r in payment.repayments if not r.reversed]
     if len(live) == 1 and live[0].loan_id == loan.id and live[0].to_credit == 0:
         raise BackofficeError(f"the payment is already on loan {loan.number}")
@@ -227,7 +225,7 @@ def decide_reassignment(
     request.decided_by_id, request.decided_at = actor.id, datetime.now(UTC)
     request.decision_note = (note or "").strip()[:500] or None
     if approve:
-        payment = _claim(session, request.payment_id, MOVABLE, "posted")
+        payment = _claim(session, request.payment_id, PaymentStatus.MOVABLE, PaymentStatus.POSTED)
         why = f"{request.reason} (requested by {request.requested_by.name}, approved)"
         try:
             move_payment(session, payment, request.to_loan, actor=actor, why=why)
@@ -249,7 +247,7 @@ def rematch_payment(session: Session, payment_id: int, *, actor: StaffUser) -> C
     """Run matching again on an unmatched or failed payment (after a phone was added, say)."""
     from payments.processing import decide
 
-    payment = claim_payment(session, payment_id, ASSIGNABLE)
+    payment = claim_payment(session, payment_id, PaymentStatus.ASSIGNABLE)
     if payment is None:
         raise BackofficeError("only unmatched or failed payments are matched again")
     decision = decide(session, payment)

@@ -22,7 +22,7 @@ from lenders.extensions import csrf, db
 from lenders.jobs import wake
 from lenders.web import public
 from payments import intake, journal
-from payments.models import CallbackLog, Shortcode
+from payments.models import Shortcode
 from payments.monitoring import count_callback
 
 bp = Blueprint("c2b", __name__, url_prefix="/payments/c2b")
@@ -79,12 +79,15 @@ REDACTED_LOGS = ("werkzeug", "gunicorn.access", "gunicorn.error")
 # rate limit, a login or a CSRF token, so these extensions' request hooks do not run for them
 # at all (the limiter's alone would cost a confirmation a tenth of its time).
 STAFF_EXTENSIONS = ("flask_limiter", "flask_login", "flask_wtf")
+# The blueprints Safaricom calls: its confirmations and validations here, and the results
+# of the requests Marejesho makes (payments/money_callbacks.py), under the same prefix.
+SAFARICOM_BLUEPRINTS = frozenset((bp.name, "money_callbacks"))
 
 
 def _skipped_for_callbacks(hook):
     @functools.wraps(hook)
     def staff_hook(*args):
-        if request.blueprint == bp.name:
+        if request.blueprint in SAFARICOM_BLUEPRINTS:
             return args[0] if args else None  # after_request hands the response back
         return hook(*args)
 
@@ -157,7 +160,7 @@ def _shortcode_changed(*_args) -> None:
     _changes[0] += 1
 
 
-def find_shortcode(token: str, *, fresh: bool = False):
+def find_shortcode(token: str, *, fresh: bool = False, app=None, engine=None):
     """The shortcode whose callback token this is (compared in constant time): a plain row
     of what a callback needs, not the model, whose encrypted credentials would be
     decrypted on every callback. Only real shortcodes are remembered (a few), never a
@@ -165,7 +168,8 @@ def find_shortcode(token: str, *, fresh: bool = False):
     process, or from the journal for a process started during the outage)."""
     if not _TOKEN.fullmatch(token or ""):  # before any query: no NUL reaches the driver
         return None
-    known = current_app.extensions.setdefault("marejesho.shortcodes", {})
+    app = app or current_app._get_current_object()
+    known = app.extensions.setdefault("marejesho.shortcodes", {})
     now = time.monotonic()
     remembered = known.get(token)
     if (
@@ -175,15 +179,16 @@ def find_shortcode(token: str, *, fresh: bool = False):
         and now - remembered[1] < SHORTCODE_TTL
     ):
         return remembered[2]
+    engine = engine or db.engine
     try:
-        with db.engine.connect() as connection:
+        with engine.connect() as connection:
             cursor = _SHORTCODE_BY_TOKEN.run(connection, {"token": token})
             row = cursor.fetchone()
             cursor.close()
     except Exception as exc:
-        if not journal.database_unreachable(exc, db.engine.dialect):
+        if not journal.database_unreachable(exc, engine.dialect):
             raise
-        last = remembered[2] if remembered else journal.remembered_shortcode(token)
+        last = remembered[2] if remembered else journal.remembered_shortcode(token, app)
         if last is None:
             raise
         return last
@@ -192,7 +197,7 @@ def find_shortcode(token: str, *, fresh: bool = False):
         known.pop(token, None)
         return None
     if not remembered or remembered[2] != shortcode:
-        journal.remember_shortcode(shortcode)
+        journal.remember_shortcode(shortcode, app)
     known[token] = (_changes[0], now, shortcode)
     return shortcode
 
@@ -268,18 +273,9 @@ def validation(token: str):
         return refusal
     body = read_body()
     answer, why, status = intake.validate_payment(db.session, shortcode, body)
-    accepted = answer["ResultCode"] == "0"
-    db.session.add(
-        CallbackLog(
-            shortcode_id=shortcode.id,
-            kind="validation",
-            source_ip=request.remote_addr,
-            body=body.decode("utf-8", errors="replace").replace("\x00", "\ufffd"),
-            outcome="accepted" if accepted else f"rejected:{answer['ResultCode']}",
-            error=None if accepted else why,
-        )
+    accepted = intake.log_validation(
+        db.engine, shortcode, body, source_ip=request.remote_addr, answer=answer, why=why
     )
-    db.session.commit()
     count_callback(shortcode.number, "validation", "accepted" if accepted else "rejected")
     return jsonify(answer), status
 

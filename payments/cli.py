@@ -271,7 +271,7 @@ def reverse(trans_id: str, email: str, reason: str) -> None:
     except ReversalRefused as exc:
         db.session.rollback()
         raise click.ClickException(str(exc)) from None
-    db.session.commit()  # wakes the reversals drain: here, it sends before we print
+    db.session.commit()  # wakes the money drain: here, it sends before we print
     db.session.expire_all()
     click.echo(json.dumps(_reversal_json(db.session.get(type(made), made.id))))
 

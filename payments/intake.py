@@ -16,7 +16,7 @@ from lenders.book import record_audit
 from lenders.database import Prepared, quick_engine
 from lenders.models import utcnow
 from payments.matching import find_reference
-from payments.models import C2BPayment, CallbackLog, Shortcode
+from payments.models import C2BPayment, CallbackLog, PaymentStatus, Shortcode
 from payments.parsing import C2BNotice, NotDaraja, parse_c2b, received_time
 
 log = logging.getLogger("marejesho.callbacks")
@@ -156,38 +156,46 @@ def store_confirmation(
     """A confirmation's request: keep what ``record_confirmation`` keeps, and commit. The
     usual confirmation (a new TransID, or a body that is not a notice) is written on one
     of the pool's DB-API connections, without SQLAlchemy's connection and transaction
-    objects around it: on PostgreSQL one statement in autocommit on a pool of its own that
+    objects around it: on PostgreSQL one statement in autocommit, on a pool of its own that
     does not ping (a connection found dead is replaced and the statement sent once more:
     it is idempotent); on SQLite two INSERTs and a commit. A TransID seen before wrote
     nothing there (ON CONFLICT DO NOTHING): the repeat is compared with the first payment,
     through the ORM, in a transaction of its own."""
     writer = quick_engine(engine)
-    for attempt in (1, 2):
-        pooled = writer.raw_connection()
-        try:
-            outcome = _store_new(
-                writer.dialect,
-                pooled.driver_connection,
-                shortcode,
-                body,
-                source_ip,
-                headers,
-                received_at,
-            )
-            if isinstance(outcome, Stored):
-                pooled.commit()
-            else:
-                pooled.rollback()
-            break
-        except writer.dialect.dbapi.OperationalError:
-            pooled.invalidate()  # a dead pooled connection, or the server is gone
-            if attempt == 2 or writer is engine:
-                raise
-        except BaseException:
+    if writer is not engine:  # PostgreSQL: one statement, in autocommit
+        for attempt in (1, 2):
+            pooled = writer.raw_connection()
+            try:
+                outcome = _store_new(
+                    writer.dialect, pooled.driver_connection, shortcode, body, source_ip,
+                    headers, received_at,
+                )  # fmt: skip
+                break
+            except writer.dialect.dbapi.OperationalError:
+                pooled.invalidate()  # a dead connection, or the server is gone
+                if attempt == 2:
+                    raise
+            finally:
+                pooled.close()  # back to the pool
+        if isinstance(outcome, Stored):
+            return outcome
+        with engine.begin() as connection:
+            return _record_repeat(connection, shortcode, *outcome)
+    pooled = engine.raw_connection()  # SQLite: two INSERTs and a commit
+    try:
+        outcome = _store_new(
+            engine.dialect, pooled.driver_connection, shortcode, body, source_ip, headers,
+            received_at,
+        )  # fmt: skip
+        if isinstance(outcome, Stored):
+            pooled.commit()
+        else:
             pooled.rollback()
-            raise
-        finally:
-            pooled.close()  # back to the pool
+    except BaseException:
+        pooled.rollback()
+        raise
+    finally:
+        pooled.close()  # back to the pool
     if isinstance(outcome, Stored):
         return outcome
     with engine.begin() as connection:
@@ -294,7 +302,7 @@ def _store_new(
         "first_name": notice.first_name,
         "middle_name": notice.middle_name,
         "last_name": notice.last_name,
-        "status": "received",
+        "status": PaymentStatus.RECEIVED,
         "error": None if notice.trans_time else UNREADABLE_TIME,
         "credit": Decimal("0.00"),
         "attempts": 0,
@@ -320,10 +328,40 @@ def _store_new(
 def flag_for_review(session: Session, payment: C2BPayment, why: str) -> None:
     """Put a payment in front of an admin. Money already posted stays posted."""
     before = {"status": payment.status}
-    payment.status = "review"
+    payment.status = PaymentStatus.REVIEW
     record_audit(
-        session, "payment.review", payment, before=before, after={"status": "review"}, reason=why
+        session,
+        "payment.review",
+        payment,
+        before=before,
+        after={"status": PaymentStatus.REVIEW},
+        reason=why,
     )
+
+
+def log_validation(
+    engine: Engine, shortcode, body: bytes, *, source_ip: str | None, answer: dict, why: str
+) -> bool:
+    """Keep a validation's body and answer in callback_log, in a transaction of its own: one
+    INSERT (in autocommit on PostgreSQL's quick pool). True when it was accepted."""
+    accepted = answer["ResultCode"] == "0"
+    entry = _log_entry(shortcode, body, source_ip, {}) | {
+        "kind": "validation",
+        "headers": None,
+        "outcome": "accepted" if accepted else f"rejected:{answer['ResultCode']}",
+        "error": None if accepted else why,
+    }
+    writer = quick_engine(engine)
+    pooled = writer.raw_connection()
+    try:
+        _NEW_LOG_ENTRY.execute(writer.dialect, pooled.driver_connection, entry).close()
+        pooled.commit()
+    except BaseException:
+        pooled.rollback()
+        raise
+    finally:
+        pooled.close()
+    return accepted
 
 
 # Validation answers (CONTRACT §5); ResultCode is a string here, as Daraja documents it.

@@ -7,6 +7,8 @@ is lost with a job, a worker or Redis: whatever process runs the drains next fin
 
 from __future__ import annotations
 
+import logging
+
 from flask import current_app
 
 from lenders.book import activate_disbursed_loans
@@ -14,6 +16,7 @@ from lenders.extensions import db
 from lenders.jobs import runner
 from lenders.web import nairobi_today
 from payments.monitoring import observe_postings
+from payments.posting import post_batch
 from payments.processing import after_failure, claim_received_payments, post_claimed_payment
 from payments.sms import (
     claim_messages,
@@ -24,16 +27,36 @@ from payments.sms import (
 from payments.sms_providers import provider_for
 
 PAYMENTS_BATCH = 100
+log = logging.getLogger("marejesho.jobs")
 MESSAGES_BATCH = 10
 
 
 @runner.drain("payments", batch=PAYMENTS_BATCH)
 def post_received_payments(limit: int) -> int:
-    """Claim up to ``limit`` payments waiting in ``received``, then match and post each in a
-    transaction of its own, its receipt and notices written in the same transaction.
-    Returns how many were claimed."""
+    """Claim up to ``limit`` payments waiting in ``received`` and post them as one batch
+    (payments/posting.py); if the batch fails, post each in a transaction of its own, its
+    receipt and notices written in the same transaction. Returns how many were claimed."""
     ids = claim_received_payments(db.session, limit)
     db.session.commit()
+    if not ids:
+        return 0
+    try:
+        post_batch(db.session, ids, lender=current_app.config.get("LENDER_NAME", "Marejesho"))
+        db.session.commit()
+    except Exception as exc:  # noqa: BLE001 - the payments go one by one instead
+        db.session.rollback()
+        if getattr(exc, "connection_invalidated", False):
+            raise
+        log.warning("batch of %s payments posted one by one: %s", len(ids), exc, exc_info=True)
+        post_one_by_one(ids)
+    observe_postings(db.session, ids)  # latency metrics of those decided, on the next commit
+    db.session.commit()
+    return len(ids)
+
+
+def post_one_by_one(ids: list[int]) -> None:
+    """Each payment in a transaction of its own: one that cannot be posted is retried or
+    parked as failed without holding the others back."""
     for payment_id in ids:
         try:
             post_claimed_payment(db.session, payment_id)
@@ -42,9 +65,6 @@ def post_received_payments(limit: int) -> int:
             db.session.rollback()
             after_failure(db.session, payment_id, exc)
             db.session.commit()
-    observe_postings(db.session, ids)  # latency metrics of those decided, on the next commit
-    db.session.commit()
-    return len(ids)
 
 
 @runner.drain("messages", batch=MESSAGES_BATCH)

@@ -112,11 +112,11 @@ def keep(shortcode, body: bytes, *, source_ip: str | None, headers: dict) -> Non
     log.warning("database unreachable: confirmation for shortcode %s journalled", shortcode.number)
 
 
-def remember_shortcode(shortcode) -> None:
+def remember_shortcode(shortcode, app: Flask | None = None) -> None:
     """Keep what a callback needs of a shortcode, so that its token is known during an
     outage even to a process started after the database went away. Best effort."""
     try:
-        _connect(journal_path()).execute(
+        _connect(journal_path(app)).execute(
             "INSERT OR REPLACE INTO shortcode VALUES (?, ?, ?, ?, ?)",
             (
                 shortcode.callback_token,
@@ -130,11 +130,11 @@ def remember_shortcode(shortcode) -> None:
         log.warning("could not remember shortcode %s in the journal: %s", shortcode.number, exc)
 
 
-def remembered_shortcode(token: str):
+def remembered_shortcode(token: str, app: Flask | None = None):
     """The shortcode of this callback token as last seen, or None."""
     from payments.callbacks import CallbackShortcode
 
-    path = journal_path()
+    path = journal_path(app)
     if not path.exists():
         return None
     try:

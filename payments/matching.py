@@ -23,6 +23,7 @@ from lenders.models import Borrower, BorrowerPhone, Installment, Loan
 from lenders.money import format_kes
 from lenders.phones import InvalidPhone, canonical_phone, mask_phone
 from lenders.references import reference_key
+from payments.models import MatchRule
 from payments.parsing import masked_parts
 
 FAR_FUTURE = date(9999, 12, 31)
@@ -71,7 +72,7 @@ class MatchFacts:
 
 @dataclass(frozen=True)
 class Decision:
-    rule: str | None  # None: unmatched
+    rule: MatchRule | None  # None: unmatched
     reason: str
     borrower_id: int | None = None
     # (loan id, amount) in posting order; the last loan also takes what remains as credit
@@ -107,7 +108,7 @@ def match_payment(facts: MatchFacts) -> Decision:
     loan = facts.ref_loan
     if loan is not None and loan.status == "active" and facts.ref_borrower is not None:
         return Decision(
-            "bill_ref",
+            MatchRule.BILL_REF,
             f"bill reference {ref!r} matched loan {loan.number} of {facts.ref_borrower.short_name}",
             facts.ref_borrower.id,
             spill_plan(loan, facts.ref_borrower, facts.amount),
@@ -136,7 +137,7 @@ def match_payment(facts: MatchFacts) -> Decision:
     if len(active) == 1:
         only = active[0]
         return Decision(
-            "single_loan",
+            MatchRule.SINGLE_LOAN,
             f"{who}, who has one active loan, {only.number}",
             borrower.id,
             spill_plan(only, borrower, facts.amount),
@@ -145,7 +146,7 @@ def match_payment(facts: MatchFacts) -> Decision:
     if close:
         chosen = close[0]  # active is in due order, so ties go to the earliest due
         return Decision(
-            "amount",
+            MatchRule.AMOUNT,
             f"{who}, who has {len(active)} active loans; {format_kes(facts.amount)} is within "
             f"{format_kes(facts.tolerance)} of {chosen.number}'s balance "
             f"{format_kes(chosen.outstanding)}",
@@ -155,7 +156,7 @@ def match_payment(facts: MatchFacts) -> Decision:
     oldest = active[0]
     due = oldest.next_due_on.strftime("%d %b %Y") if oldest.next_due_on else "no date"
     return Decision(
-        "oldest_due",
+        MatchRule.OLDEST_DUE,
         f"{who}, who has {len(active)} active loans; {oldest.number} has the earliest unpaid "
         f"due date ({due})",
         borrower.id,
@@ -356,6 +357,64 @@ def find_reference(session: Session, bill_ref: str):
     return None, None, ""
 
 
+@dataclass(frozen=True)
+class Payer:
+    """Who a payment is from or for, as its bill reference and MSISDN say: the part of the
+    facts that balances do not change (a batch reads it before it locks any loan)."""
+
+    ref_loan_id: int | None
+    ref_borrower_id: int | None
+    ref_names: str
+    payer_id: int | None
+    payer_problem: str
+    payer_label: str
+
+
+def identify(
+    session: Session, *, bill_ref: str, msisdn: str, msisdn_form: str, first_name: str
+) -> tuple[Payer, LoanFacts | None]:
+    """Who the payment names: the bill reference first; the payer (by MSISDN) only when the
+    reference names nobody (rules 1–4 never consult the payer then). Also the loan facts
+    the reference named, as read now."""
+    ref_loan, ref_borrower_id, ref_names = find_reference(session, bill_ref)
+    payer_id, problem = None, ""
+    if not ref_borrower_id:
+        payer_id, problem = find_payer(session, msisdn, msisdn_form, first_name)
+    who = Payer(
+        ref_loan.id if ref_loan else None,
+        ref_borrower_id,
+        ref_names,
+        payer_id,
+        problem,
+        payer_label(msisdn, msisdn_form, first_name),
+    )
+    return who, ref_loan
+
+
+def facts_for(
+    who: Payer,
+    *,
+    amount: Decimal,
+    bill_ref: str,
+    tolerance: Decimal,
+    ref_loan: LoanFacts | None,
+    borrower,
+) -> MatchFacts:
+    """Matching's facts for a payment whose parties are known, with balances from
+    ``borrower(id) -> BorrowerFacts`` (the database, or a batch's locked loans)."""
+    return MatchFacts(
+        amount=amount,
+        bill_ref=bill_ref,
+        tolerance=tolerance,
+        payer_label=who.payer_label,
+        ref_loan=ref_loan,
+        ref_borrower=borrower(who.ref_borrower_id) if who.ref_borrower_id else None,
+        ref_names=who.ref_names,
+        payer=borrower(who.payer_id) if who.payer_id else None,
+        payer_problem=who.payer_problem,
+    )
+
+
 def gather_facts(
     session: Session,
     *,
@@ -366,21 +425,15 @@ def gather_facts(
     first_name: str,
     tolerance: Decimal,
 ) -> MatchFacts:
-    """Read what matching needs: a few indexed lookups, whatever the size of the book.
-    The payer is looked up only when the bill reference names nobody: a borrower the
-    reference names is who the payment is for (rules 1–4 never consult the payer then)."""
-    ref_loan, ref_borrower_id, ref_names = find_reference(session, bill_ref)
-    payer_id, problem = None, ""
-    if not ref_borrower_id:
-        payer_id, problem = find_payer(session, msisdn, msisdn_form, first_name)
-    return MatchFacts(
+    """Read what matching needs: a few indexed lookups, whatever the size of the book."""
+    who, ref_loan = identify(
+        session, bill_ref=bill_ref, msisdn=msisdn, msisdn_form=msisdn_form, first_name=first_name
+    )
+    return facts_for(
+        who,
         amount=amount,
         bill_ref=bill_ref,
         tolerance=tolerance,
-        payer_label=payer_label(msisdn, msisdn_form, first_name),
         ref_loan=ref_loan,
-        ref_borrower=borrower_facts(session, ref_borrower_id) if ref_borrower_id else None,
-        ref_names=ref_names,
-        payer=borrower_facts(session, payer_id) if payer_id else None,
-        payer_problem=problem,
+        borrower=lambda borrower_id: borrower_facts(session, borrower_id),
     )

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterable
 from datetime import datetime
 from decimal import Decimal
+from enum import StrEnum, nonmember
 
 from sqlalchemy import (
     JSON,
@@ -27,8 +29,47 @@ from lenders.models import Borrower, Loan, Repayment, StaffUser, UTCDateTime, ut
 from lenders.vault import EncryptedText
 
 Money = Numeric(14, 2)
-PAYMENT_STATUSES = ("received", "posted", "unmatched", "failed", "reversed", "review")
-RULES = ("bill_ref", "single_loan", "amount", "oldest_due", "manual")
+
+
+class PaymentStatus(StrEnum):
+    """Where a C2B payment stands, stored as the member's value. A member equals its text
+    (``"posted" == PaymentStatus.POSTED``), so rows read by the ORM or a raw cursor compare
+    alike; templates see the enum as the Jinja global ``PaymentStatus``."""
+
+    RECEIVED = "received"  # stored, waiting for the payments drain
+    POSTED = "posted"  # on a loan (or loans): by a rule, or by an officer
+    UNMATCHED = "unmatched"  # no rule found its loan: waits for an officer
+    FAILED = "failed"  # processing refused it or kept failing: waits for an officer
+    REVERSED = "reversed"  # its postings were reversed
+    REVIEW = "review"  # its receipt came again with another amount or account; stays posted
+
+    # Nobody's portfolio yet, so every officer sees them (the transactions page's first
+    # branch). Not REVIEW: flagging keeps a payment where it was posted, in that portfolio.
+    OPEN = nonmember((RECEIVED, UNMATCHED, FAILED))
+    # What assign and match-again accept: exactly the open payments, so an officer can
+    # place whatever nobody has placed yet.
+    ASSIGNABLE = nonmember(OPEN)
+    # What reassign (and an approved reassignment) accepts: money sitting on a loan.
+    MOVABLE = nonmember((POSTED, REVIEW))
+
+
+class MatchRule(StrEnum):
+    """How a payment found its loan (DESIGN.md, "Matching"), stored as the value."""
+
+    BILL_REF = "bill_ref"  # 1. the account typed names the loan
+    SINGLE_LOAN = "single_loan"  # 2. the payer (or the borrower named) has one active loan
+    AMOUNT = "amount"  # 3. the amount is within the tolerance of one loan's balance
+    OLDEST_DUE = "oldest_due"  # 4. the loan with the earliest unpaid installment
+    MANUAL = "manual"  # placed by an officer
+
+    AUTOMATIC = nonmember((BILL_REF, SINGLE_LOAN, AMOUNT, OLDEST_DUE))
+
+
+def sql_values(values: Iterable[str]) -> str:
+    """``('a', 'b')`` for SQL text. Only for an enum's own values, never for input."""
+    return "(" + ", ".join(f"'{value}'" for value in values) + ")"
+
+
 # Callbacks an admin should look at (the quarantined-callbacks screen), and the predicate of
 # the partial index that finds them: confirmations only write it in these rare outcomes.
 ATTENTION_OUTCOMES = ("quarantined", "conflict")
@@ -126,10 +167,7 @@ class C2BPayment(db.Model):
     __tablename__ = "c2b_payment"
     __table_args__ = (
         UniqueConstraint("shortcode_id", "trans_id", name="uq_c2b_payment_shortcode_trans_id"),
-        CheckConstraint(
-            "status IN ('received', 'posted', 'unmatched', 'failed', 'reversed', 'review')",
-            name="status",
-        ),
+        CheckConstraint(f"status IN {sql_values(PaymentStatus)}", name="status"),
         CheckConstraint("amount > 0", name="amount_positive"),
         Index("ix_c2b_payment_status_received", "status", "received_at"),
         Index("ix_c2b_payment_status_id", "status", "id"),  # a status's keyset pages
@@ -162,7 +200,7 @@ class C2BPayment(db.Model):
     middle_name: Mapped[str] = mapped_column(String(80), default="")
     last_name: Mapped[str] = mapped_column(String(80), default="")
 
-    status: Mapped[str] = mapped_column(String(12), default="received")
+    status: Mapped[str] = mapped_column(String(12), default=PaymentStatus.RECEIVED)
     # A worker's lease on a payment waiting in received (payments.processing).
     claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     rule: Mapped[str | None] = mapped_column(String(16))

@@ -2,12 +2,12 @@
 ``/payments/c2b/<token>/stk`` and the results and queue timeouts of B2C, Transaction
 Status, Account Balance and Reversal at ``/payments/c2b/<token>/<kind>/<result|timeout>``.
 
-They live on the callbacks blueprint (payments/callbacks.py), so they share what makes a
-Safaricom endpoint: no login, CSRF or session, tokens kept out of the logs, Daraja-shaped
-answers and never a 5xx for a body. Each request row has a token of its own: a token no
-row has is a 404 and nothing is written; a body that is not a result is kept, quarantined,
-and acknowledged; a repeated result changes nothing. Every callback is kept as it
-arrived in ``callback_log``, with what became of it."""
+A blueprint of their own under the confirmations' prefix, with what makes a Safaricom
+endpoint (payments/callbacks.py): no login, CSRF or session, tokens kept out of the logs,
+Daraja-shaped answers and never a 5xx for a body. Each request row has a token of its
+own: a token no row has is a 404 and nothing is written; a body that is not a result is
+kept, quarantined, and acknowledged; a repeated result changes nothing. Every callback is
+kept as it arrived in ``callback_log``, with what became of it."""
 
 from __future__ import annotations
 
@@ -16,18 +16,22 @@ import json
 import logging
 import re
 
-from flask import jsonify, request
+from flask import Blueprint, Flask, jsonify, request
 from sqlalchemy import select
 
-from lenders.extensions import db
+from lenders.extensions import csrf, db
 from lenders.web import public
-from payments import daraja_queries, disbursing, prompts, reversing
-from payments.callbacks import ACKNOWLEDGED, KEPT_HEADERS, bp, read_body
+from payments import callbacks, daraja_queries, disbursing, prompts, reversing
+from payments.callbacks import ACKNOWLEDGED, KEPT_HEADERS, read_body
 from payments.daraja import MalformedResult, parse_result, parse_stk_callback
 from payments.intake import source_allowed
 from payments.models import CallbackLog, Shortcode
 from payments.money_models import DarajaQuery, Reversal, StkRequest
 
+bp = Blueprint("money_callbacks", __name__, url_prefix=callbacks.bp.url_prefix)
+csrf.exempt(bp)
+bp.register_error_handler(413, callbacks.too_large)
+bp.register_error_handler(Exception, callbacks.unexpected)
 security_log = logging.getLogger("marejesho.security")
 _TOKEN = re.compile(r"[0-9a-f]{40}")
 
@@ -103,7 +107,12 @@ def _target(kind: str, token: str):
         from lenders.disbursements import Disbursement
 
         row = _find(Disbursement, token)
-        return row, row.shortcode_id if row else None, None
+        if row is None:
+            return None, None, None
+        # A payout approved without a shortcode gets one as it is sent, committed with
+        # Daraja's answer: a result faster than that answer comes from the one it is paid from.
+        shortcode = disbursing.paying_shortcode(db.session, row)
+        return row, shortcode.id if shortcode else None, None
     if kind == "reversal":
         row = _find(Reversal, token)
         return row, row.payment.shortcode_id if row else None, row.payment_id if row else None
@@ -141,3 +150,9 @@ def apply_result(kind: str, row, result, which: str) -> str:
     elif which == "result" and row.reversal_id is not None:
         reversing.settle_by_status(db.session, row, result)
     return "applied"
+
+
+def init_app(app: Flask) -> None:
+    """Register the result URLs; before ``callbacks.init_app``, which keeps the staff-only
+    hooks off them."""
+    app.register_blueprint(bp)

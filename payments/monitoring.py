@@ -26,7 +26,7 @@ from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session, scoped_session
 
 from lenders.monitoring import Figures, Sample, monitor
-from payments.models import C2BPayment, CallbackLog, Shortcode, SmsMessage
+from payments.models import C2BPayment, CallbackLog, PaymentStatus, Shortcode, SmsMessage
 
 log = logging.getLogger("marejesho.metrics")
 
@@ -57,7 +57,7 @@ def count_callback(shortcode: str, kind: str, outcome: str) -> None:
 
 
 _POSTINGS, _LISTENING = "marejesho.postings", "marejesho.postings.listening"
-DECIDED = ("posted", "unmatched", "failed")
+DECIDED = (PaymentStatus.POSTED, PaymentStatus.UNMATCHED, PaymentStatus.FAILED)
 
 
 def observe_postings(session: Session, payment_ids) -> None:
@@ -116,13 +116,13 @@ def payment_figures(session: Session, now: datetime) -> Figures:
     """Depths of the payments and messages drains, what waits for staff, the oldest payment
     waiting, and each shortcode's last callback. Each is an index lookup, whatever the size
     of the tables (a shortcode's last callback reads its own index, not the whole log)."""
-    received = _count(session, C2BPayment, C2BPayment.status == "received")
+    received = _count(session, C2BPayment, C2BPayment.status == PaymentStatus.RECEIVED)
     oldest = session.scalar(
-        select(func.min(C2BPayment.received_at)).where(C2BPayment.status == "received")
+        select(func.min(C2BPayment.received_at)).where(C2BPayment.status == PaymentStatus.RECEIVED)
     )
     waiting = {
         status: _count(session, C2BPayment, C2BPayment.status == status)
-        for status in ("unmatched", "failed", "review")
+        for status in (PaymentStatus.UNMATCHED, PaymentStatus.FAILED, PaymentStatus.REVIEW)
     }
     queued = _count(session, SmsMessage, SmsMessage.status == "queued")
     last_at = (
@@ -134,12 +134,14 @@ def payment_figures(session: Session, now: datetime) -> Figures:
 
     gauges = [
         Sample(
-            "marejesho_payments_unmatched", "Payments no loan was found for", waiting["unmatched"]
+            "marejesho_payments_unmatched",
+            "Payments no loan was found for",
+            waiting[PaymentStatus.UNMATCHED],
         ),
         Sample(
             "marejesho_payments_failed",
             "Payments parked as failed, for an officer",
-            waiting["failed"],
+            waiting[PaymentStatus.FAILED],
         ),
         Sample(
             "marejesho_payments_oldest_received_age_seconds",

@@ -13,10 +13,10 @@ from lenders.book import post_repayment, record_audit
 from lenders.jobs import is_transient
 from lenders.models import Loan
 from payments.matching import BorrowerFacts, Decision, MatchFacts, gather_facts, match_payment
-from payments.models import C2BPayment, Shortcode
+from payments.models import C2BPayment, PaymentStatus, Shortcode
 from payments.sms import queue_messages_for
 
-PROCESSABLE = ("received", "failed")
+PROCESSABLE = (PaymentStatus.RECEIVED, PaymentStatus.FAILED)
 MAX_ATTEMPTS = 5  # a payment that keeps meeting transient errors is parked as failed
 log = logging.getLogger("marejesho.jobs")
 
@@ -118,7 +118,7 @@ def apply_decision(session: Session, payment: C2BPayment, decision: Decision, *,
     payment.processed_at = datetime.now(UTC)
     payment.error = None
     if not decision.matched:
-        payment.status, payment.rule = "unmatched", None
+        payment.status, payment.rule = PaymentStatus.UNMATCHED, None
         record_audit(
             session,
             "payment.unmatched",
@@ -143,7 +143,7 @@ def apply_decision(session: Session, payment: C2BPayment, decision: Decision, *,
         )
         payment.repayments.append(repayment)
         credit += repayment.to_credit
-    payment.status, payment.rule, payment.credit = "posted", decision.rule, credit
+    payment.status, payment.rule, payment.credit = PaymentStatus.POSTED, decision.rule, credit
     record_audit(
         session,
         "payment.posted",
@@ -184,7 +184,7 @@ def claim_received_payments(session: Session, limit: int) -> list[int]:
     waiting = (
         select(C2BPayment.id)
         .where(
-            C2BPayment.status == "received",
+            C2BPayment.status == PaymentStatus.RECEIVED,
             or_(C2BPayment.claimed_until.is_(None), C2BPayment.claimed_until < now),
         )
         .order_by(C2BPayment.id)
@@ -205,7 +205,7 @@ def post_claimed_payment(session: Session, payment_id: int) -> str | None:
     """Match and post one payment the drain claimed, in the caller's transaction (the
     caller commits, or rolls back and calls ``after_failure``). None when another worker
     got to it first."""
-    payment = claim_payment(session, payment_id, ("received",), count_attempt=False)
+    payment = claim_payment(session, payment_id, (PaymentStatus.RECEIVED,), count_attempt=False)
     if payment is None:
         return None
     apply_decision(session, payment, decide_current(session, payment))
@@ -222,12 +222,12 @@ def after_failure(session: Session, payment_id: int, exc: Exception) -> str:
     attempts = session.scalar(select(C2BPayment.attempts).where(C2BPayment.id == payment_id))
     if is_transient(exc) and (attempts or 0) < MAX_ATTEMPTS:
         log.warning("payment %s: transient error, tried again later: %s", payment_id, exc)
-        return "received"
+        return PaymentStatus.RECEIVED
     log.error("payment %s failed", payment_id, exc_info=exc)
-    payment = claim_payment(session, payment_id, ("received",), count_attempt=False)
+    payment = claim_payment(session, payment_id, (PaymentStatus.RECEIVED,), count_attempt=False)
     if payment is not None:
         park_failed(session, payment, f"{type(exc).__name__}: {exc}")
-    return "failed"
+    return PaymentStatus.FAILED
 
 
 def mark_failed(session: Session, payment_id: int, error: str) -> None:
@@ -240,7 +240,7 @@ def mark_failed(session: Session, payment_id: int, error: str) -> None:
 def park_failed(session: Session, payment: C2BPayment, error: str) -> None:
     """Record a claimed payment as ``failed``, with the error and an audit event."""
     before = payment_snapshot(payment)
-    payment.status, payment.error = "failed", error[:2000]
+    payment.status, payment.error = PaymentStatus.FAILED, error[:2000]
     payment.processed_at = datetime.now(UTC)
     record_audit(
         session,

@@ -39,7 +39,7 @@ from lenders.web import nairobi_time, nairobi_today
 from payments.daraja import DarajaError, StkOutcome
 from payments.daraja_queries import callback_url
 from payments.intake import STK_TRANS_TYPE
-from payments.models import C2BPayment, Shortcode
+from payments.models import C2BPayment, PaymentStatus, Shortcode
 from payments.money_models import OPEN_STK, StkRequest
 from payments.shortcodes import ShortcodeError, daraja_client, explain
 
@@ -382,7 +382,7 @@ def record_stk_payment(session: Session, request: StkRequest, outcome: StkOutcom
         "msisdn": re.sub(r"\D", "", outcome.phone or "")[:12] or request.phone,
         "msisdn_form": "plain",
         "org_account_balance": outcome.balance,
-        "status": "received",
+        "status": PaymentStatus.RECEIVED,
         "credit": Decimal("0.00"),
         "attempts": 0,
         "received_at": datetime.now(UTC),

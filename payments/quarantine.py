@@ -1,21 +1,17 @@
-"""Callbacks that need an admin's eyes (admins only), on the payments area: bodies that were
-quarantined (not a C2B notice, or another shortcode's) and conflicting repeats (a TransID
-that came again with another amount or account), newest first, in keyset pages. Bodies are
-cut to BODY_SHOWN characters by the database and escaped by the template."""
+"""Callbacks that need an admin's eyes: bodies that were quarantined (not a C2B notice, or
+another shortcode's) and conflicting repeats (a TransID that came again with another amount
+or account), newest first, in keyset pages. Bodies are cut to BODY_SHOWN characters by the
+database (and escaped by the template). Its screen: payments/views/callbacks.py."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
 
-from flask import request
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
-from lenders.extensions import db
-from lenders.web import parse_id, render_page, roles
 from payments.models import ATTENTION_OUTCOMES, ATTENTION_SQL, C2BPayment, CallbackLog, Shortcode
-from payments.views import bp
 
 PAGE = 25
 BODY_SHOWN = 2000
@@ -76,22 +72,3 @@ def find_callbacks(
     rows = [CallbackRow(*row) for row in session.execute(query)]
     cursor = rows[limit - 1].id if len(rows) > limit else None
     return rows[:limit], cursor
-
-
-@bp.get("/callbacks/")
-@roles("admin")
-def callbacks():
-    """Quarantined and conflicting callbacks, newest first, each linked to its payment."""
-    outcome = request.args.get("outcome", "")
-    outcome = outcome if outcome in ATTENTION_OUTCOMES else ""
-    before = parse_id(request.args.get("before"))
-    rows, cursor = find_callbacks(db.session, outcome or None, before)
-    block = "rows" if request.headers.get("HX-Target") == "more-callbacks" else "content"
-    return render_page(
-        "payments/callbacks.html",
-        block,
-        rows=rows,
-        cursor=cursor,
-        outcome=outcome,
-        outcomes=ATTENTION_OUTCOMES,
-    )

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from lenders.book import record_audit, reverse_repayment
 from lenders.models import StaffUser
-from payments.models import C2BPayment
+from payments.models import C2BPayment, PaymentStatus
 
 
 def reverse_payment(
@@ -31,8 +31,8 @@ def reverse_payment(
     before = {"status": payment.status}
     claimed = session.execute(
         update(C2BPayment)
-        .where(C2BPayment.id == payment.id, C2BPayment.status != "reversed")
-        .values(status="reversed")
+        .where(C2BPayment.id == payment.id, C2BPayment.status != PaymentStatus.REVERSED)
+        .values(status=PaymentStatus.REVERSED)
         .execution_options(synchronize_session=False)
     ).rowcount
     if not claimed:
@@ -52,7 +52,7 @@ def reverse_payment(
         payment,
         actor=actor,
         before=before,
-        after={"status": "reversed", "source": source, "receipt": receipt},
+        after={"status": PaymentStatus.REVERSED, "source": source, "receipt": receipt},
         reason=reason,
     )
     return True

@@ -27,7 +27,7 @@ from payments.backoffice import maker_checker_on
 from payments.daraja import DarajaError, DarajaUnavailable, Result, ServerError, UnexpectedResponse
 from payments.daraja_queries import callback_url, new_query
 from payments.intake import flag_for_review
-from payments.models import C2BPayment
+from payments.models import C2BPayment, PaymentStatus
 from payments.money_models import DarajaQuery, Reversal
 from payments.shortcodes import ShortcodeError, daraja_client, explain, initiator_credential
 
@@ -70,7 +70,7 @@ def request_reversal(
     payment = session.get(C2BPayment, payment_id)
     if payment is None:
         raise ReversalRefused("no such payment")
-    if payment.status == "reversed":
+    if payment.status == PaymentStatus.REVERSED:
         raise ReversalRefused(f"payment {payment.trans_id} is reversed already")
     if live := live_reversal(session, payment.id):
         raise ReversalRefused(f"a reversal of {payment.trans_id} is {live.status} already")
@@ -98,7 +98,7 @@ def request_reversal(
         reason=why,
     )
     if not waits:
-        wake_on_commit(session, "reversals")
+        wake_on_commit(session, "money")
     return reversal
 
 
@@ -140,7 +140,7 @@ def decide_reversal(
         reason=reversal.decision_note,
     )
     if approve:
-        wake_on_commit(session, "reversals")
+        wake_on_commit(session, "money")
     return reversal
 
 

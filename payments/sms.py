@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
@@ -20,7 +20,14 @@ from sqlalchemy.orm import Session
 from lenders.jobs import wake_on_commit
 from lenders.models import Borrower, Loan
 from lenders.money import format_kes
-from payments.models import C2BPayment, OfficerNotice, SmsMessage, SmsSettings, SmsTemplate
+from payments.models import (
+    C2BPayment,
+    OfficerNotice,
+    PaymentStatus,
+    SmsMessage,
+    SmsSettings,
+    SmsTemplate,
+)
 
 log = logging.getLogger("marejesho.sms")
 NAIROBI = ZoneInfo("Africa/Nairobi")
@@ -100,9 +107,58 @@ class Receipt:
     borrower_id: int
 
 
+@dataclass(frozen=True)
+class ReceiptLine:
+    """One loan a payment was posted to, as the receipt tells it."""
+
+    loan_number: str
+    amount: Decimal  # what the loan got
+    to_credit: Decimal  # what rode on it as borrower credit
+    outstanding: Decimal  # the loan's balance after the posting
+    next_due: tuple[Decimal, date] | None  # its oldest unpaid installment: what is left, when
+
+
+def compose_receipt(
+    text_for, lender: str, language: str, amount: Decimal, receipt: str, lines: list[ReceiptLine]
+) -> tuple[str, str]:
+    """The receipt's template key and words, from what was posted (``text_for(key,
+    language)`` gives a template). Pure: the posting paths gather the facts their own way."""
+    first = lines[0]
+    # What the borrower owes next: the first loan of this posting that still owes.
+    owing = next((line for line in lines if line.outstanding > 0), None)
+    nxt = owing.next_due if owing else None
+    if nxt is None:
+        next_due = "Loan fully paid." if language == "en" else "Mkopo umelipwa wote."
+    else:
+        left, due_on = nxt
+        when = due_on.strftime("%d %b")
+        named = f" on {owing.loan_number}" if owing is not first else ""
+        next_due = (
+            f"Next {format_kes(left)}{named} by {when}."
+            if language == "en"
+            else f"Ijayo {format_kes(left)}{named.replace(' on ', ' kwa ')} kufikia {when}."
+        )
+    credit = sum((line.to_credit for line in lines), Decimal("0.00"))
+    allocations = ", ".join(
+        f"{line.loan_number} {format_kes(line.amount)}" for line in lines if line.amount
+    )
+    key = "receipt_credit" if credit else ("receipt_spill" if len(lines) > 1 else "receipt")
+    variables = {
+        "lender": lender,
+        "amount": format_kes(amount),
+        "receipt": receipt,
+        "loan": first.loan_number,
+        "balance": format_kes(first.outstanding),
+        "next_due": next_due,
+        "allocations": allocations,
+        "credit": format_kes(credit),
+    }
+    return key, render(text_for(key, language), variables)
+
+
 def receipt_for(session: Session, payment: C2BPayment, lender: str) -> Receipt | str:
     """The borrower's receipt for a posted payment, or why none is sent."""
-    if payment.status != "posted" or payment.borrower_id is None:
+    if payment.status != PaymentStatus.POSTED or payment.borrower_id is None:
         return "the payment is not posted to a borrower"
     borrower = session.get(Borrower, payment.borrower_id)
     if borrower.sms_opt_out:
@@ -112,41 +168,28 @@ def receipt_for(session: Session, payment: C2BPayment, lender: str) -> Receipt |
     live = [r for r in payment.repayments if not r.reversed]
     if not live:
         return "nothing was posted"
-    loans = [session.get(Loan, r.loan_id) for r in live]
-    for loan in loans:
-        session.refresh(loan)
-    first = loans[0]
-    # What the borrower owes next: the first loan of this posting that still owes.
-    owing = next((loan for loan in loans if loan.outstanding > 0), None)
-    nxt = owing.next_due if owing else None
-    language = borrower.sms_language if borrower.sms_language in ("en", "sw") else "en"
-    if nxt is None:
-        next_due = "Loan fully paid." if language == "en" else "Mkopo umelipwa wote."
-    else:
-        when = nxt.due_on.strftime("%d %b")
-        named = f" on {owing.number}" if owing is not first else ""
-        next_due = (
-            f"Next {format_kes(nxt.outstanding)}{named} by {when}."
-            if language == "en"
-            else f"Ijayo {format_kes(nxt.outstanding)}{named.replace(' on ', ' kwa ')} "
-            f"kufikia {when}."
+    lines = []
+    for repayment in live:
+        loan = session.get(Loan, repayment.loan_id)
+        nxt = loan.next_due
+        lines.append(
+            ReceiptLine(
+                loan.number,
+                repayment.amount,
+                repayment.to_credit,
+                loan.outstanding,
+                (nxt.outstanding, nxt.due_on) if nxt else None,
+            )
         )
-    credit = sum((r.to_credit for r in live), Decimal("0.00"))
-    allocations = ", ".join(
-        f"{session.get(Loan, r.loan_id).number} {format_kes(r.amount)}" for r in live if r.amount
+    language = borrower.sms_language if borrower.sms_language in ("en", "sw") else "en"
+    key, body = compose_receipt(
+        lambda k, lang: template_text(session, k, lang),
+        lender,
+        language,
+        payment.amount,
+        payment.trans_id,
+        lines,
     )
-    key = "receipt_credit" if credit else ("receipt_spill" if len(live) > 1 else "receipt")
-    variables = {
-        "lender": lender,
-        "amount": format_kes(payment.amount),
-        "receipt": payment.trans_id,
-        "loan": first.number,
-        "balance": format_kes(first.outstanding),
-        "next_due": next_due,
-        "allocations": allocations,
-        "credit": format_kes(credit),
-    }
-    body = render(template_text(session, key, language), variables)
     return Receipt(key, language, borrower.phones[0].number, body, borrower.id)
 
 
@@ -374,7 +417,7 @@ def record_delivery(session: Session, provider_id: str, status: str, reason: str
 def notify_officers(session: Session, payment_id: int) -> int:
     """One in-app notice per officer whose portfolio the payment landed in."""
     payment = session.get(C2BPayment, payment_id)
-    if payment is None or payment.status != "posted":
+    if payment is None or payment.status != PaymentStatus.POSTED:
         return 0
     made = 0
     officers = {}

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
 from decimal import Decimal
+from functools import cache
 from itertools import count
 from pathlib import Path
 
@@ -148,16 +149,21 @@ def postgres_ready():
 # index); DELETE of a test's few rows takes milliseconds. The audit trail refuses DELETE
 # (a trigger), so it alone is truncated, first, as it refers to the others; sequences
 # start again at 1 as after TRUNCATE ... RESTART IDENTITY.
-EMPTY_POSTGRES = [
-    "TRUNCATE audit_event",
-    *(
-        f"DELETE FROM {t.name}"
-        for t in reversed(db.metadata.sorted_tables)
-        if t.name != "audit_event"
-    ),
-    "SELECT setval(format('%I.%I', schemaname, sequencename)::regclass, 1, false) "
-    "FROM pg_sequences WHERE schemaname = current_schema() AND last_value IS NOT NULL",
-]
+@cache
+def empty_postgres() -> list[str]:
+    """The statements, read from ``db.metadata`` once an app is built: each package's
+    ``init_app`` imports its models, so before ``create_app`` the metadata lacks the
+    payments tables (and DELETE FROM repayment would fail on payment_repayment's rows)."""
+    return [
+        "TRUNCATE audit_event",
+        *(
+            f"DELETE FROM {t.name}"
+            for t in reversed(db.metadata.sorted_tables)
+            if t.name != "audit_event"
+        ),
+        "SELECT setval(format('%I.%I', schemaname, sequencename)::regclass, 1, false) "
+        "FROM pg_sequences WHERE schemaname = current_schema() AND last_value IS NOT NULL",
+    ]
 
 
 def empty_database(backend: str, request, directory: Path) -> str:
@@ -167,9 +173,9 @@ def empty_database(backend: str, request, directory: Path) -> str:
         target = directory / "marejesho.db"
         shutil.copy(request.getfixturevalue("sqlite_template"), target)
         return f"sqlite:///{target}"
-    engine = request.getfixturevalue("postgres_ready")
+    engine = request.getfixturevalue("postgres_ready")  # has built an app: every model known
     with engine.begin() as conn:
-        for statement in EMPTY_POSTGRES:
+        for statement in empty_postgres():
             conn.execute(text(statement))
     return engine.url.render_as_string(hide_password=False)
 

@@ -26,7 +26,7 @@ from payments.demo import load_demo_shortcode
 from payments.emulator.server import background_server, create_emulator
 from payments.models import C2BPayment
 from payments.shortcodes import daraja_client, register_urls
-from tests.browser.conftest import ARTIFACTS
+from tests.browser.conftest import ARTIFACTS, TIMEOUT_MS
 from tests.conftest import PASSWORD, serving
 from tests.conftest import test_config as app_test_config
 
@@ -66,6 +66,17 @@ def live_server(money_app):
         db.engine.dispose()
 
 
+@pytest.fixture
+def context(chromium, live_server):
+    """Overrides the browser conftest's: the width of a common office laptop (1366 px), at
+    which the screenshots are taken."""
+    ctx = chromium.new_context(viewport={"width": 1366, "height": 768}, locale="en-KE")
+    ctx.set_default_timeout(TIMEOUT_MS)
+    ctx.set_default_navigation_timeout(TIMEOUT_MS)
+    yield ctx
+    ctx.close()
+
+
 def shoot(page, name: str) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / f"money-{name}.png"), full_page=True)
@@ -83,6 +94,8 @@ def test_the_stk_button_shows_the_prompt_settling_live(
     page, live_server, money_app, login, browser_errors
 ):
     login(OTIENO, DEMO_PASSWORDS[OTIENO])
+    nav = page.locator("header.topbar nav")
+    expect(nav.get_by_role("link", name="Money", exact=True)).to_be_visible()  # officers too
     page.goto(f"{live_server}/lenders/loans/LOAN-000123")
     panel = page.locator("#money-panel")
     expect(panel.get_by_role("heading", name="Collect with M-Pesa")).to_be_visible()
@@ -122,6 +135,13 @@ def pending_loan_of(app, email: str) -> str:
     return read(app, work)
 
 
+def open_from_admin_menu(page, name: str) -> None:
+    """An admin's page: the top navigation's Admin menu, then its link."""
+    page.locator("#admin-menu > summary").click()
+    with page.expect_navigation():
+        page.locator("#admin-menu").get_by_role("link", name=name, exact=True).click()
+
+
 def test_a_payout_is_requested_then_approved_with_the_balance_in_view(
     page, live_server, money_app, login, context, browser_errors
 ):
@@ -139,7 +159,7 @@ def test_a_payout_is_requested_then_approved_with_the_balance_in_view(
 
     context.clear_cookies()
     login(DEMO_ADMIN, DEMO_PASSWORDS[DEMO_ADMIN])
-    page.get_by_role("link", name="Money").click()
+    open_from_admin_menu(page, "Money")
     page.locator("#to-approve").get_by_role("link", name="Open").first.click()
     page.get_by_role("button", name="Ask Safaricom for the balance now").click()
     expect(page.locator("#balance-utility")).to_contain_text("KES", timeout=SETTLES_MS)
@@ -152,7 +172,7 @@ def test_a_payout_is_requested_then_approved_with_the_balance_in_view(
     page.get_by_role("link", name=number).click()
     expect(page.get_by_role("heading", level=1)).to_contain_text("active")
     expect(page.locator("#payout-done")).to_contain_text("Paid out")
-    page.get_by_role("link", name="Money").click()
+    open_from_admin_menu(page, "Money")
     expect(page.locator("#recent-payouts")).to_contain_text(number)
     shoot(page, "overview")
     assert browser_errors.unexpected() == []
@@ -215,6 +235,7 @@ def test_an_admin_checks_a_payment_and_another_approves_its_reversal(
     context.clear_cookies()
     login("second-admin@demo.marejesho.test", PASSWORD)
     page.goto(f"{live_server}/payments/{payment_id}")
+    expect(page.get_by_role("button", name="Approve the reversal")).to_be_visible()
     shoot(page, "reversal-approval")
     page.get_by_role("button", name="Approve the reversal").click()
     expect(page.locator("#reversed-note")).to_be_visible(timeout=SETTLES_MS)

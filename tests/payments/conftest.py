@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from lenders.extensions import db
 from lenders.models import Loan
-from payments import intake, reports
+from payments import intake, transactions
 from payments.daraja import DarajaClient, MemoryTokenCache, security_credential
 from payments.emulator.server import background_server, create_emulator
 from payments.models import C2BPayment, Shortcode
@@ -117,7 +117,7 @@ def every_page(viewer, filters, size):
     """The ids the transactions page shows to ``viewer``, following its cursor to the end."""
     seen, cursor = [], None
     while True:
-        rows, cursor = reports.find_payments(db.session, viewer, filters, cursor, limit=size)
+        rows, cursor = transactions.find_payments(db.session, viewer, filters, cursor, limit=size)
         seen += [row.id for row in rows]
         if cursor is None:
             return seen

@@ -22,7 +22,6 @@ sys.path.insert(0, str(ROOT))
 from sqlalchemy import event  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
-import lenders.book  # noqa: E402
 import payments.jobs  # noqa: E402
 import payments.processing  # noqa: E402
 from app import create_app  # noqa: E402
@@ -52,33 +51,31 @@ def posting(session: Session) -> bool:
 def arm(point: str) -> None:
     """Wrap the step named ``point`` so that the process dies there."""
     if point == "after_claim":  # the claim is committed (attempts + 1, a lease), no posting
-        real_post = payments.jobs.post_claimed_payment
+        real_post = payments.jobs.post_batch
 
-        def die_before_posting(session, payment_id):
+        def die_before_posting(session, ids, **kw):
             die(point)
-            return real_post(session, payment_id)
+            return real_post(session, ids, **kw)
 
-        payments.jobs.post_claimed_payment = die_before_posting
-    elif point == "mid_post":  # installments and loan.paid changed and flushed, no audit yet
-        real_audit = lenders.book.record_audit
+        payments.jobs.post_batch = die_before_posting
+    elif point == "mid_post":  # repayments and allocations written, installments not yet
+        from sqlalchemy import Engine
 
-        def audit_then_die(session, action, entity, **kw):
-            if action == "repayment.posted":
-                session.flush()
+        def die_after_allocations(conn, cursor, statement, *args):
+            if statement.startswith("INSERT INTO allocation"):
                 die(point)
-            return real_audit(session, action, entity, **kw)
 
-        lenders.book.record_audit = audit_then_die
-    elif point == "after_post":  # the repayment is flushed, the payment still 'received'
-        real_post = payments.processing.post_repayment
+        event.listen(Engine, "after_cursor_execute", die_after_allocations)
+    elif point == "after_post":  # every row of the batch written; COMMIT not yet sent
+        real_post = payments.jobs.post_batch
 
-        def post_then_die(session, *args, **kw):
-            repayment = real_post(session, *args, **kw)
+        def post_then_die(session, ids, **kw):
+            outcome = real_post(session, ids, **kw)
             session.flush()
             die(point)
-            return repayment
+            return outcome
 
-        payments.processing.post_repayment = post_then_die
+        payments.jobs.post_batch = post_then_die
     elif point == "before_commit":  # the posting done in its transaction; COMMIT never sent
         event.listen(Session, "before_commit", lambda session: posting(session) and die(point))
     elif point == "after_commit":  # the posting committed; the worker dies before going on

@@ -77,21 +77,22 @@ def loan(jane_loan):
 
 
 def test_confirmation_is_stored_before_it_is_acknowledged(client, shortcode, monkeypatch):
-    from payments import callbacks
+    from payments import callbacks, confirmations
 
     seen_at_wake = []
     real_wake = callbacks.wake
 
-    def wake_after_looking(*drains):
+    def wake_after_looking(*drains, **where):
         # A separate connection sees only what is committed: the payment must be there
         # before processing starts and before Safaricom hears anything.
         with db.engine.connect() as other:
             seen_at_wake.extend(
                 other.scalars(text("SELECT trans_id FROM c2b_payment WHERE status = 'received'"))
             )
-        return real_wake(*drains)
+        return real_wake(*drains, **where)
 
-    monkeypatch.setattr(callbacks, "wake", wake_after_looking)
+    monkeypatch.setattr(callbacks, "wake", wake_after_looking)  # the blueprint
+    monkeypatch.setattr(confirmations, "wake", wake_after_looking)  # the fast path
     body = c2b_body(BillRefNumber="HELLO", TransAmount="250.00")
     response = post_callback(client, shortcode, "confirmation", body)
 
@@ -409,7 +410,8 @@ def post_chunked(client, shortcode, kind: str, raw: bytes):
         f"/payments/c2b/{shortcode.callback_token}/{kind}",
         input_stream=BytesIO(raw),
         headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"},
-        environ_overrides={"wsgi.input_terminated": True},
+        # the test client computes a Content-Length; gunicorn gives a chunked body none
+        environ_overrides={"wsgi.input_terminated": True, "CONTENT_LENGTH": ""},
     )
 
 
@@ -719,9 +721,11 @@ def test_callbacks_work_without_csrf_token_or_session(client, shortcode):
 def test_processing_failure_still_acknowledges_and_parks_the_payment(
     client, shortcode, loan, runner, monkeypatch
 ):
-    def broken(session, payment):
+    def broken(*args):
         raise RuntimeError("matching exploded")
 
+    # The batch fails, and the payment, posted alone, fails again: it is parked.
+    monkeypatch.setattr("payments.posting.match_payment", broken)
     monkeypatch.setattr("payments.processing.decide_current", broken)
     body = c2b_body(BillRefNumber="LOAN-000123")
     response = post_callback(client, shortcode, "confirmation", body)
@@ -918,3 +922,68 @@ def test_access_log_lines_show_the_callback_path_without_the_token(app, shortcod
     messages = [r.getMessage() for r in caplog.records]
     assert len(messages) == 2 and token not in caplog.text
     assert all("/payments/c2b/***/confirmation" in m for m in messages)
+
+
+# --- the confirmation's own WSGI path (payments/confirmations.py) ------------------------
+
+
+def test_the_usual_confirmation_skips_flasks_request_cycle_and_answers_the_same(
+    app, client, shortcode, monkeypatch
+):
+    """A confirmation is answered by the thin WSGI layer, without Flask's request hooks,
+    with the bytes and headers the blueprint gives (the blueprint still answers a chunked
+    one, which the layer passes on)."""
+    seen = []
+    app.before_request_funcs.setdefault(None, []).insert(0, lambda: seen.append("hook"))
+    fast = post_callback(client, shortcode, "confirmation", c2b_body(TransAmount="10.00"))
+    assert seen == []  # Flask never saw it
+
+    slow = post_chunked(
+        client, shortcode, "confirmation", json.dumps(c2b_body(TransAmount="11.00")).encode()
+    )
+    assert seen == ["hook"]  # a body without its length goes through Flask
+    assert (fast.status_code, fast.get_data()) == (slow.status_code, slow.get_data())
+    assert fast.get_json() == ACKNOWLEDGED
+    same = ("Content-Type", "Content-Security-Policy", "X-Content-Type-Options",
+            "Referrer-Policy", "X-Frame-Options", "Cache-Control", "Content-Length")  # fmt: skip
+    assert [fast.headers.get(h) for h in same] == [slow.headers.get(h) for h in same]
+    assert fast.headers["X-Request-ID"] and len(payments()) == 2
+
+
+@pytest.mark.parametrize("case", ["unknown token", "refused address", "too large", "wrong method"])
+def test_what_the_fast_path_does_not_serve_gets_the_blueprints_answer(
+    app, client, make_shortcode, case
+):
+    shortcode = make_shortcode(
+        "600777", allowed_ips="10.9.9.9" if case == "refused address" else ""
+    )
+    token = "ab" * 20 if case == "unknown token" else shortcode.callback_token
+    url = f"/payments/c2b/{token}/confirmation"
+    if case == "wrong method":
+        answer = client.get(url)
+    elif case == "too large":
+        answer = client.post(url, data=b"x" * (64 * 1024 + 1), content_type="application/json")
+    else:
+        answer = client.post(url, json=c2b_body(BusinessShortCode="600777"))
+    expected = {"unknown token": 404, "refused address": 403, "too large": 413,
+                "wrong method": 405}[case]  # fmt: skip
+    assert answer.status_code == expected and answer.is_json
+    assert payments() == []
+
+
+@pytest.mark.parametrize("body", [c2b_body(TransAmount="12.00"), {"not": "daraja"}])
+def test_a_validation_answers_the_same_on_both_paths(app, client, shortcode, body):
+    """Validation has the same thin path: the same status, bytes and log line as the
+    blueprint's (which a body without its length still goes through)."""
+    raw = json.dumps(body).encode()
+    fast = post_callback(client, shortcode, "validation", raw)
+    slow = post_chunked(client, shortcode, "validation", raw)
+    assert (fast.status_code, fast.get_data()) == (slow.status_code, slow.get_data())
+    assert fast.headers["Content-Type"] == slow.headers["Content-Type"]
+    db.session.expire_all()
+    logged = db.session.scalars(
+        select(CallbackLog).where(CallbackLog.kind == "validation").order_by(CallbackLog.id)
+    ).all()
+    assert [(entry.outcome, entry.error) for entry in logged[-2:]] == [
+        (logged[-1].outcome, logged[-1].error)
+    ] * 2

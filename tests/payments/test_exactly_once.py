@@ -28,6 +28,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 import payments.jobs
+import payments.posting
 import payments.processing
 from lenders.extensions import db
 from lenders.models import Installment, Loan, Repayment
@@ -236,14 +237,9 @@ def test_two_jobs_racing_on_one_payment_post_it_once(
     assert fresh(C2BPayment, stored.payment_id).status == "posted"
 
 
-@pytest.mark.postgresql_only
-def test_a_payment_that_loses_a_race_for_its_loan_is_decided_again_not_failed(
-    app, shortcode, make_borrower, make_loan, monkeypatch
-):
-    """Two payments of one borrower are decided at the same moment by two workers. The first
-    closes the loan the second had chosen (the oldest due); the second, finding the
-    balances changed once it holds the loans' locks, decides again and posts to the other
-    loan. Nothing is parked as failed."""
+def two_payments_racing_for_one_loan(shortcode, make_borrower, make_loan):
+    """A borrower with two loans; a payment that closes the first (its bill reference), and
+    a payment with no reference that the oldest-due rule sends to the first as well."""
     borrower = make_borrower(phones=("0712345678",))
     first = make_loan(borrower=borrower, principal="400.00", interest="50.00", fees="50.00",
                       installments=1, disbursed_on=date(2025, 1, 15))  # fmt: skip
@@ -251,25 +247,92 @@ def test_a_payment_that_loses_a_race_for_its_loan_is_decided_again_not_failed(
                        installments=1, disbursed_on=date(2025, 3, 1))  # fmt: skip
     closing = c2b_body(TransAmount="500.00", BillRefNumber=first.number)
     plain = c2b_body(TransAmount="300.00", BillRefNumber="", MSISDN="254712345678")
-    for body in (closing, plain):
-        record_unprocessed(shortcode, body)
+    stored = [record_unprocessed(shortcode, body).payment_id for body in (closing, plain)]
     db.session.commit()
+    return first, second, closing, plain, stored
 
-    both_decided = threading.Barrier(2, timeout=3)
-    calls = Counter()
-    real_match = payments.processing.match_payment
 
-    def match_and_wait(facts):
-        decision = real_match(facts)
-        calls["match"] += 1
-        if calls["match"] <= 2:  # the two first decisions meet; a decision again does not wait
+def meet_then_closing_first(real, calls: Counter, amount_of):
+    """Wrap ``real``: the first two calls wait for each other, then the one for the plain
+    payment waits half a second, so the closing payment takes the loans' locks first."""
+    met = threading.Barrier(2, timeout=3)
+
+    def wrapped(*args, **kwargs):
+        answer = real(*args, **kwargs)
+        calls["calls"] += 1
+        if calls["calls"] <= 2:
             with suppress(threading.BrokenBarrierError):
-                both_decided.wait()
-            if facts.amount == D("300.00"):  # the closing payment takes the locks first
+                met.wait()
+            if amount_of(args, kwargs) == D("300.00"):
                 threading.Event().wait(0.5)
-        return decision
+        return answer
 
-    monkeypatch.setattr(payments.processing, "match_payment", match_and_wait)
+    return wrapped
+
+
+def assert_the_late_payment_went_to_the_open_loan(first, second, closing, plain):
+    db.session.expire_all()
+    assert payments_for(closing["TransID"])[0].status == "posted"
+    late = payments_for(plain["TransID"])[0]
+    assert (late.status, late.error) == ("posted", None)
+    assert [r.loan_id for r in late.repayments] == [second.id]
+    assert fresh(Loan, first.id).status == "closed"
+    assert fresh(Loan, second.id).paid == D("300.00")
+
+
+@pytest.mark.postgresql_only
+def test_a_payment_that_loses_a_race_for_its_loan_is_decided_again_not_failed(
+    app, shortcode, make_borrower, make_loan, monkeypatch
+):
+    """Posting one payment at a time (the drain's fallback, "match again"): two payments of
+    one borrower are decided at the same moment. The first closes the loan the second had
+    chosen (the oldest due); the second, finding the balances changed once it holds the
+    loans' locks, decides again and posts to the other loan. Nothing is parked as failed."""
+    first, second, closing, plain, stored = two_payments_racing_for_one_loan(
+        shortcode, make_borrower, make_loan
+    )
+    calls = Counter()
+    monkeypatch.setattr(
+        payments.processing,
+        "match_payment",
+        meet_then_closing_first(
+            payments.processing.match_payment, calls, lambda args, kw: args[0].amount
+        ),  # fmt: skip
+    )
+
+    def worker(payment_id: int) -> None:
+        with app.app_context():
+            try:
+                payments.jobs.post_one_by_one([payment_id])
+            finally:
+                db.session.remove()
+
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(worker, stored))
+
+    assert_the_late_payment_went_to_the_open_loan(first, second, closing, plain)
+    assert calls["calls"] == 3  # the loser decided again
+
+
+@pytest.mark.postgresql_only
+def test_two_batches_of_one_borrower_decide_on_locked_balances(
+    app, shortcode, make_borrower, make_loan, monkeypatch
+):
+    """The drain's batches: both identify their payer before either locks; the batch that
+    locks second waits, then decides on what the first left, so the plain payment goes to
+    the loan still open. Nothing is parked as failed, nothing falls back."""
+    first, second, closing, plain, stored = two_payments_racing_for_one_loan(
+        shortcode, make_borrower, make_loan
+    )
+    calls = Counter()
+    monkeypatch.setattr(
+        payments.posting,
+        "identify",
+        meet_then_closing_first(payments.posting.identify, calls,
+                                lambda args, kw: D("300.00") if not kw["bill_ref"] else None),
+    )  # fmt: skip
+    fallbacks = []
+    monkeypatch.setattr(payments.jobs, "post_one_by_one", fallbacks.append)
 
     def worker() -> int:
         with app.app_context():
@@ -281,14 +344,8 @@ def test_a_payment_that_loses_a_race_for_its_loan_is_decided_again_not_failed(
     with ThreadPoolExecutor(2) as pool:
         assert sorted(pool.map(lambda _: worker(), range(2))) == [1, 1]
 
-    db.session.expire_all()
-    assert payments_for(closing["TransID"])[0].status == "posted"
-    late = payments_for(plain["TransID"])[0]
-    assert (late.status, late.error) == ("posted", None)
-    assert [r.loan_id for r in late.repayments] == [second.id]
-    assert fresh(Loan, first.id).status == "closed"
-    assert fresh(Loan, second.id).paid == D("300.00")
-    assert calls["match"] == 3  # the loser decided again
+    assert fallbacks == []
+    assert_the_late_payment_went_to_the_open_loan(first, second, closing, plain)
 
 
 def run_crash_worker(database_url: str, payment_id: int, point: str) -> subprocess.CompletedProcess:

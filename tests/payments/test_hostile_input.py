@@ -8,8 +8,8 @@ import pytest
 from sqlalchemy import func, select
 
 from lenders.extensions import db
-from payments import reports
 from payments.models import C2BPayment, SmsSettings
+from payments.suggestions import suggestions_for
 from tests.payments.conftest import c2b_body
 from tests.test_access import concrete_path, rules
 
@@ -185,7 +185,7 @@ def test_a_payers_percent_sign_suggests_no_borrower_by_name(
         confirm(c2b_body(TransID=f"TK6LIKE{n:03d}", MSISDN="2547 ***** 999", FirstName=first_name))
     admin = make_staff("admin")
     for payment in db.session.scalars(select(C2BPayment)):
-        assert reports.suggestions_for(db.session, admin, payment) == [], payment.first_name
+        assert suggestions_for(db.session, admin, payment) == [], payment.first_name
 
 
 def test_opening_the_sms_page_writes_nothing(client, auth):

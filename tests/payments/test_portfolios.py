@@ -14,8 +14,10 @@ from sqlalchemy import select
 from lenders.extensions import db
 from lenders.models import Borrower, BorrowerPhone, Loan
 from lenders.phones import masked_key, phone_sha256
-from payments import backoffice, reports
+from payments import backoffice, transactions
+from payments.dashboard import dashboard
 from payments.models import C2BPayment, SmsMessage
+from payments.suggestions import suggestions_for
 from tests.payments.conftest import c2b_body
 
 pytestmark = pytest.mark.both_databases
@@ -79,9 +81,9 @@ def test_a_payment_moved_to_another_portfolio_is_gone_from_the_first_officer(cli
 
     assert "TK6AWAY001" not in client.get("/payments/transactions/").get_data(as_text=True)
     assert "TK6AWAY001" not in client.get("/payments/transactions/export.csv").get_data(True)
-    rows, _ = reports.find_payments(db.session, officer_a, reports.TransactionFilter())
+    rows, _ = transactions.find_payments(db.session, officer_a, transactions.TransactionFilter())
     assert rows == []
-    figures = reports.dashboard(db.session, officer_a, date(2025, 11, 7))
+    figures = dashboard(db.session, officer_a, date(2025, 11, 7))
     assert figures.statuses["posted"] == 0
     assert sum(s.month_count for s in figures.shortcodes) == 0
 
@@ -92,7 +94,7 @@ def test_the_officer_it_moved_to_sees_and_acts_on_it(client, auth, moved_away):
     auth.login(user=officer_b)
     page = client.get(f"/payments/{payment.id}")
     assert page.status_code == 200 and theirs.number in page.get_data(as_text=True)
-    rows, _ = reports.find_payments(db.session, officer_b, reports.TransactionFilter())
+    rows, _ = transactions.find_payments(db.session, officer_b, transactions.TransactionFilter())
     assert [(row.trans_id, row.loans) for row in rows] == [("TK6AWAY001", (theirs.number,))]
 
 
@@ -142,7 +144,8 @@ def test_an_overpayment_that_would_spill_into_another_portfolio_is_refused(
     # what exactly fits the officer's loan is theirs to assign
     confirm(c2b_body(TransID="TK6SPILL02", BillRefNumber="?", TransAmount="1000"))
     fits = payment_by("TK6SPILL02")
-    assert act(client, fits, "assign", loan_number=mine.number, reason="ok").status_code == 204
+    done = act(client, fits, "assign", loan_number=mine.number, reason="ok")
+    assert done.status_code == 200 and done.headers["HX-Trigger"] == "payments-changed"
     assert paid(mine) == D("1000.00")
 
 
@@ -218,9 +221,9 @@ def test_matching_again_does_not_let_an_officer_post_into_another_portfolio(
 
     token = client.csrf_token(f"/payments/{payment.id}")
     response = client.post(f"/payments/{payment.id}/rematch", data={"csrf_token": token})
-    assert response.status_code == 303
-    page = client.get(f"/payments/{payment.id}").get_data(as_text=True)
-    assert "outside your portfolio" in page
+    assert response.status_code == 422  # without JavaScript: the payment's page, saying why
+    page = response.get_data(as_text=True)
+    assert "<html" in page and "outside your portfolio" in page
     assert payment_by("TK6REMATCH").status == "unmatched" and paid(theirs) == 0
 
     bulk = client.post(
@@ -240,11 +243,12 @@ def test_suggestions_follow_where_the_payers_money_sits_now(
     right = loan_of(make_loan, make_borrower("Ben Right", phones=()), officer, "LOAN-000562")
     confirm(c2b_body(TransID="TK6SUGGST1", BillRefNumber=wrong.number, MSISDN="2547 ***** 321"))
     first = payment_by("TK6SUGGST1")
-    assert act(client, first, "reassign", loan_number=right.number, reason="x").status_code == 204
+    moved = act(client, first, "reassign", loan_number=right.number, reason="x")
+    assert moved.status_code == 200 and moved.headers["HX-Trigger"] == "payments-changed"
     confirm(c2b_body(TransID="TK6SUGGST2", BillRefNumber="??", MSISDN="2547 ***** 321"))
     later = payment_by("TK6SUGGST2")
 
-    labels = [s.label for s in reports.suggestions_for(db.session, officer, later)]
+    labels = [s.label for s in suggestions_for(db.session, officer, later)]
     assert any(right.number in label for label in labels)
     assert not any(wrong.number in label for label in labels)
 

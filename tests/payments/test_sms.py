@@ -31,7 +31,6 @@ LENDER = "Mkopo Bora Microfinance"
 # --- helpers and fixtures ---------------------------------------------------------------
 
 
-
 def resend_due() -> int:
     """Let the time of every queued message's next attempt come, and run the messages drain
     as a worker's next pass would; how many messages it took."""

@@ -11,7 +11,7 @@ from sqlalchemy import select, update
 from lenders.extensions import db
 from lenders.models import StaffUser
 from lenders.phones import phone_sha256
-from payments import reports
+from payments import transactions
 from payments.models import C2BPayment
 from tests.conftest import htmx_client, new_staff
 from tests.payments.conftest import (
@@ -94,8 +94,8 @@ FILTERS = [
 def test_every_filter_pages_through_exactly_the_set_the_export_holds(viewer, given):
     """The page's SQL and the export's SQLAlchemy query are two spellings of one filter."""
     values = {k: Decimal(v) if k.startswith("amount") else v for k, v in given.items()}
-    filters = reports.TransactionFilter(**values)
-    exported = list(db.session.scalars(reports.filtered_query(viewer, filters)))
+    filters = transactions.TransactionFilter(**values)
+    exported = list(db.session.scalars(transactions.filtered_query(viewer, filters)))
 
     shown = every_page(viewer, filters, 4)
 
@@ -105,4 +105,4 @@ def test_every_filter_pages_through_exactly_the_set_the_export_holds(viewer, giv
     elif given == {"phone": "no digits"}:
         assert shown == []
     else:  # each filter keeps some payments and leaves some out
-        assert 0 < len(shown) < len(every_page(viewer, reports.TransactionFilter(), 50))
+        assert 0 < len(shown) < len(every_page(viewer, transactions.TransactionFilter(), 50))

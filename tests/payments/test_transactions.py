@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from lenders.extensions import db
 from lenders.models import Loan, StaffUser
-from payments import reports
+from payments import transactions
 from payments.models import C2BPayment
 from tests.conftest import AuthActions, htmx_client, new_staff
 from tests.payments.conftest import (
@@ -63,9 +63,9 @@ def officer_client(built_book):
 @pytest.mark.parametrize("status", ["", "posted", "unmatched", "failed"])
 def test_an_officers_pages_hold_exactly_what_the_export_holds_newest_first(book, size, status):
     officer, _, _ = book
-    filters = reports.TransactionFilter(status=status)
+    filters = transactions.TransactionFilter(status=status)
     shown = every_page(officer, filters, size)
-    exported = db.session.scalars(reports.filtered_query(officer, filters)).all()
+    exported = db.session.scalars(transactions.filtered_query(officer, filters)).all()
     assert shown == sorted((p.id for p in exported), reverse=True)
     assert len(shown) == len(set(shown))
     # seven posted to the officer's loan, seven nobody's; none failed
@@ -74,12 +74,12 @@ def test_an_officers_pages_hold_exactly_what_the_export_holds_newest_first(book,
 
 def test_an_officer_never_sees_a_colleagues_placed_payment(book):
     officer, _, theirs = book
-    rows = every_page(officer, reports.TransactionFilter(), 4)
+    rows = every_page(officer, transactions.TransactionFilter(), 4)
     placed = db.session.scalars(
         select(C2BPayment.id).where(C2BPayment.bill_ref == theirs.number)
     ).all()
     assert placed and not set(placed) & set(rows)
-    assert every_page(officer, reports.TransactionFilter(loan=theirs.number), 4) == []
+    assert every_page(officer, transactions.TransactionFilter(loan=theirs.number), 4) == []
 
 
 def test_a_row_carries_what_the_list_shows_and_its_live_loans_only(book):
@@ -87,7 +87,9 @@ def test_a_row_carries_what_the_list_shows_and_its_live_loans_only(book):
     payment = db.session.scalars(
         select(C2BPayment).where(C2BPayment.trans_id == "TK6M000003")
     ).one()
-    rows, _ = reports.find_payments(db.session, officer, reports.TransactionFilter(q="TK6M000003"))
+    rows, _ = transactions.find_payments(
+        db.session, officer, transactions.TransactionFilter(q="TK6M000003")
+    )
     assert len(rows) == 1
     row = rows[0]
     assert (row.id, row.trans_id, row.amount, row.status, row.rule) == (

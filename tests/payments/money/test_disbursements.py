@@ -28,7 +28,7 @@ from lenders.models import Installment, Loan
 from payments import daraja_queries
 from payments.disbursing import send_claimed
 from payments.models import Shortcode
-from payments.money_jobs import send_disbursements
+from payments.money_jobs import ask_about_late_payouts, send_disbursements
 from tests.payments.money.conftest import (
     active_loan,
     all_at_once,
@@ -192,10 +192,10 @@ def test_a_failure_is_said_in_words_and_a_retry_gets_a_new_id(app, paybill, emul
 
 
 def check_due(app) -> None:
-    """Let the payout's status check come due, and run the drain as a worker would."""
+    """Let the payout's status check come due, and run the check as a worker would."""
     db.session.execute(update(Disbursement).values(check_after=datetime.now(UTC) - timedelta(1)))
     db.session.commit()
-    send_disbursements(10)
+    ask_about_late_payouts(10)
 
 
 def test_no_answer_then_a_status_query_saying_completed_pays_nothing_more(
@@ -208,7 +208,8 @@ def test_no_answer_then_a_status_query_saying_completed_pays_nothing_more(
     assert unsure.status == "ambiguous" and "Nothing is sent again" in unsure.reason
     emulator.wait_for_delivery(unsure.originator_conversation_id, "b2c_result")
     emulator.reset_faults()
-    send_disbursements(10)  # the check is not due yet: nothing happens
+    send_disbursements(10)  # nothing is sent again
+    ask_about_late_payouts(10)  # the check is not due yet: nothing happens
     assert len(emulator.calls(B2C)) == 1 and now_payout(payout.id).status == "ambiguous"
 
     check_due(app)

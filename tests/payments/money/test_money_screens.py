@@ -85,13 +85,16 @@ def test_the_payout_screens_request_and_approve(app, paybill, client, auth, make
     approved = client.hx_post(
         f"/money/disbursements/{payout.id}/approve", data={"shortcode_id": str(paybill.id)}
     )
-    assert approved.status_code == 204
+    assert approved.status_code == 200  # the payout region, which polls while it is sent
+    region = approved.get_data(as_text=True)
+    assert "Approved: the payout is on its way." in region and "<h1>" not in region
+    assert 'hx-trigger="every 2s"' in region
 
     def paid():
         status = client.hx_get(
-            f"/money/disbursements/{payout.id}", headers={"HX-Target": "payout-status"}
+            f"/money/disbursements/{payout.id}", headers={"HX-Target": "payout"}
         ).get_data(as_text=True)
-        return 'id="payout-state">completed<' in status and status
+        return 'data-status="completed"' in status and status
 
     status = eventually(paid)
     assert "M-Pesa receipt" in status and "hx-trigger" not in status
@@ -146,9 +149,11 @@ def test_a_payout_page_reads_right_in_every_state(app, paybill, client, auth, ma
     payout.receipt = "TL3AB12CDE" if status == "completed" else None
     db.session.commit()
     page = client.get(f"/money/disbursements/{payout.id}").get_data(as_text=True)
-    assert f'id="payout-state">{status}<' in page
+    assert f'data-status="{status}"' in page
+    assert f'<span class="badge badge-{status}">{status}</span>' in page
     assert ('hx-trigger="every 2s"' in page) == (status in ("approved", "sent", "ambiguous"))
     assert ("Approve and pay" in page) == (status == "requested")
-    assert ('id="retry"' in page) == (status == "failed")
-    assert ('id="check"' in page) == (status in ("sent", "ambiguous"))
+    assert ("Retry the payout" in page) == (status == "failed")
+    assert ("Ask Safaricom what became of it" in page) == (status in ("sent", "ambiguous"))
+    assert ("Cancel the payout" in page) == (status in ("requested", "approved", "failed"))
     assert client.get("/money/").status_code == 200

@@ -16,7 +16,7 @@ from lenders.extensions import db
 from lenders.models import Loan
 from payments.backoffice import set_maker_checker
 from payments.models import C2BPayment
-from payments.money_jobs import send_reversals
+from payments.money_jobs import ask_about_late_reversals
 from payments.money_models import DarajaQuery, Reversal
 from payments.reversing import ReversalRefused, decide_reversal, request_reversal
 from payments.shortcodes import daraja_client, register_urls
@@ -56,7 +56,7 @@ def paid_in(app, paybill, loan, amount: int = 1500) -> C2BPayment:
 
 
 def reverse(payment, by, reason="paid to us by mistake") -> Reversal:
-    """Ask, and commit: the commit wakes the reversals drain, which sends it now."""
+    """Ask, and commit: the commit wakes the money drain, which sends it now."""
     made = request_reversal(db.session, payment.id, actor=by, reason=reason)
     db.session.commit()
     return made
@@ -149,7 +149,7 @@ def test_no_answer_is_settled_by_transaction_status(app, registered, emulator, a
     emulator.reset_faults()
     db.session.execute(update(Reversal).values(check_after=unsure.sent_at))
     db.session.commit()
-    send_reversals(10)
+    ask_about_late_reversals(10)
     done = eventually(lambda: (r := reversal_now(made.id)).status == "completed" and r)
     assert done.id == made.id and len(emulator.calls(REVERSAL)) == 1
     assert db.session.get(C2BPayment, payment.id).status == "reversed"
