@@ -10,20 +10,22 @@ from __future__ import annotations
 import logging
 
 from flask import current_app
+from sqlalchemy import text
 
 from lenders.book import activate_disbursed_loans
 from lenders.extensions import db
 from lenders.jobs import runner
 from lenders.web import nairobi_today
 from payments.monitoring import observe_postings
-from payments.posting import post_batch
-from payments.processing import after_failure, claim_received_payments, post_claimed_payment
-from payments.sms import (
+from payments.outbox import (
     claim_messages,
     give_up_interrupted,
-    send_claimed_message,
+    record_outcome,
+    send_message,
     start_sending,
 )
+from payments.posting import post_batch
+from payments.processing import after_failure, claim_received_payments, post_claimed_payment
 from payments.sms_providers import provider_for
 
 PAYMENTS_BATCH = 100
@@ -69,22 +71,34 @@ def post_one_by_one(ids: list[int]) -> None:
 
 @runner.drain("messages", batch=MESSAGES_BATCH)
 def send_queued_messages(limit: int) -> int:
-    """Claim up to ``limit`` queued messages, then for each: mark it ``sending`` and commit,
-    call the provider, record its answer and commit. A worker killed before the mark leaves
-    the message to be sent later; after it, never sent twice."""
+    """Claim up to ``limit`` queued messages, then for each: mark it ``sending`` (reading what
+    to send in the same statement) and commit, call the provider, record its answer and
+    commit. A worker killed before the mark leaves the message to be sent later; one killed
+    during the provider's call leaves it ``sending`` (interrupted, for a person): never
+    sent twice."""
     ids = claim_messages(db.session, limit)
     db.session.commit()
     if not ids:
         return 0
     provider = provider_for(db.session, current_app.config)
     for message_id in ids:
-        if not start_sending(db.session, message_id):
-            db.session.rollback()
-            continue
-        db.session.commit()
-        send_claimed_message(db.session, provider, message_id)
-        db.session.commit()
+        message = start_sending(db.session, message_id)
+        db.session.commit()  # the mark is on disk before the provider is called
+        if message is not None:
+            outcome = send_message(provider, message)
+            lazy_commit(db.session)
+            record_outcome(db.session, message, outcome)
+            db.session.commit()  # at once: the window of doubt is the provider's call alone
     return len(ids)
+
+
+def lazy_commit(session) -> None:
+    """This transaction's commit need not wait for the disk (PostgreSQL): if the database
+    crashed and lost it, the message would stay ``sending`` (in doubt, never sent again),
+    so the record of what the provider said may be lost, never a message sent twice. The
+    mark before the call keeps its synchronous commit."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SET LOCAL synchronous_commit TO OFF"))
 
 
 @runner.every(60)

@@ -27,103 +27,31 @@ from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 
-from sqlalchemy import bindparam, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from lenders.jobs import wake_on_commit
 from lenders.models import (
-    Allocation,
-    AuditEvent,
-    Borrower,
-    BorrowerPhone,
-    Installment,
-    Loan,
-    Repayment,
     utcnow,
 )
 from lenders.money import format_kes
 from lenders.schedule import allocate_oldest_first
 from payments.matching import BorrowerFacts, Decision, LoanFacts, facts_for, identify, match_payment
 from payments.models import (
-    C2BPayment,
-    OfficerNotice,
     PaymentStatus,
-    Shortcode,
-    SmsMessage,
     SmsTemplate,
-    payment_repayment,
+)
+from payments.posting_sql import (
+    BORROWERS,
+    INSTALLMENTS,
+    LOANS,
+    TAKE,
+    TOLERANCES,
+    write_batch,
 )
 from payments.sms import DEFAULT_TEMPLATES, ReceiptLine, compose_receipt
 
 ZERO = Decimal("0.00")
-_payment = C2BPayment.__table__
-_loan = Loan.__table__
-_installment = Installment.__table__
-_borrower = Borrower.__table__
-
-_TAKE = (
-    update(_payment)
-    .where(
-        _payment.c.id.in_(bindparam("ids", expanding=True)),
-        _payment.c.status == PaymentStatus.RECEIVED,
-    )
-    .values(claimed_until=None)
-    .returning(
-        _payment.c.id,
-        _payment.c.shortcode_id,
-        _payment.c.trans_id,
-        _payment.c.trans_time,
-        _payment.c.amount,
-        _payment.c.bill_ref,
-        _payment.c.msisdn,
-        _payment.c.msisdn_form,
-        _payment.c.first_name,
-    )
-)
-_LOANS = (
-    select(
-        _loan.c.id,
-        _loan.c.number,
-        _loan.c.borrower_id,
-        _loan.c.officer_id,
-        _loan.c.status,
-        _loan.c.principal + _loan.c.interest + _loan.c.fees,
-        _loan.c.paid,
-    )
-    .where(_loan.c.borrower_id.in_(bindparam("borrowers", expanding=True)))
-    .order_by(_loan.c.id)
-    .with_for_update()
-)
-_INSTALLMENTS = (
-    select(
-        _installment.c.id,
-        _installment.c.loan_id,
-        _installment.c.due_on,
-        _installment.c.amount_due,
-        _installment.c.amount_paid,
-    )
-    .where(_installment.c.loan_id.in_(bindparam("loans", expanding=True)))
-    .order_by(_installment.c.loan_id, _installment.c.seq)
-)
-_FIRST_PHONE = (
-    select(BorrowerPhone.number)
-    .where(BorrowerPhone.borrower_id == _borrower.c.id)
-    .order_by(BorrowerPhone.id)
-    .limit(1)
-    .scalar_subquery()
-)
-_BORROWERS = select(
-    _borrower.c.id,
-    _borrower.c.name,
-    _borrower.c.credit,
-    _borrower.c.sms_language,
-    _borrower.c.sms_opt_out,
-    _FIRST_PHONE,
-).where(_borrower.c.id.in_(bindparam("borrowers", expanding=True)))
-_TOLERANCES = select(Shortcode.id, Shortcode.amount_tolerance).where(
-    Shortcode.id.in_(bindparam("shortcodes", expanding=True))
-)
 
 
 class BatchConflict(RuntimeError):
@@ -221,16 +149,16 @@ class Batch:
             return
         run = self.session.execute
         ids = sorted(borrower_ids)
-        for id_, name, credit, language, opt_out, phone in run(_BORROWERS, {"borrowers": ids}):
+        for id_, name, credit, language, opt_out, phone in run(BORROWERS, {"borrowers": ids}):
             self.borrowers[id_] = BorrowerState(id_, name, credit, language, opt_out, phone)
         for id_, number, borrower_id, officer_id, status, total, paid in run(
-            _LOANS, {"borrowers": ids}
+            LOANS, {"borrowers": ids}
         ):
             loan = LoanState(id_, number, borrower_id, officer_id, status, total, paid)
             self.loans[id_] = loan
             self.borrowers[borrower_id].loans.append(loan)
         if self.loans:
-            for id_, loan_id, due_on, due, paid in run(_INSTALLMENTS, {"loans": list(self.loans)}):
+            for id_, loan_id, due_on, due, paid in run(INSTALLMENTS, {"loans": list(self.loans)}):
                 self.loans[loan_id].installments.append(InstallmentState(id_, due_on, due, paid))
 
     def decide(self, payment, who, tolerance: Decimal) -> Decision:
@@ -377,103 +305,19 @@ class Batch:
 
     def flush(self) -> None:
         """Write everything the batch did, set-based, in the caller's transaction."""
-        w, run = self.writes, self.session.connection().execute
-        dialect = self.session.get_bind().dialect.name
-        ids = []
-        if w.repayments:
-            ids = list(
-                run(
-                    Repayment.__table__.insert().returning(
-                        Repayment.__table__.c.id, sort_by_parameter_order=True
-                    ),
-                    w.repayments,
-                ).scalars()
-            )
-        if w.allocations:
-            run(Allocation.__table__.insert(), [
-                {"repayment_id": ids[a["repayment"]], "installment_id": a["installment_id"],
-                 "amount": a["amount"]} for a in w.allocations])  # fmt: skip
-        if w.installments:
-            run(_SET_PAID, [{"b_id": i.id, "b_paid": i.amount_paid}
-                            for i in w.installments.values()])  # fmt: skip
-        if w.loans:
-            run(_SET_LOAN, [{"b_id": loan.id, "b_paid": loan.paid, "b_status": loan.status}
-                            for loan in w.loans.values()])  # fmt: skip
-        if w.borrowers:
-            run(_SET_CREDIT, [{"b_id": b.id, "b_credit": b.credit}
-                              for b in w.borrowers.values()])  # fmt: skip
-        if w.payments:
-            run(_SET_PAYMENT, w.payments)
-        if w.links:
-            run(payment_repayment.insert(), [
-                {"payment_id": link["payment_id"], "repayment_id": ids[link["repayment"]]}
-                for link in w.links])  # fmt: skip
-        if w.audits:
-            for audit in w.audits:  # the temporary repayment keys become their ids
-                after = audit["after"]
-                if "repayment_id" in after:
-                    audit["after"] = after | {"repayment_id": ids[after["repayment_id"]]}
-                if "repayments" in after:
-                    audit["after"] = after | {"repayments": [ids[k] for k in after["repayments"]]}
-            run(AuditEvent.__table__.insert(), w.audits)
-        if w.messages:
-            run(_NEW_MESSAGE[dialect], w.messages)
+        if write_batch(self.session, self.writes):
             wake_on_commit(self.session, "messages")
-        if w.notices:
-            run(_NEW_NOTICE[dialect], w.notices)
-
-
-def _insert_ignoring(table, dialect_insert, columns):
-    return dialect_insert(table).on_conflict_do_nothing(index_elements=columns)
-
-
-_SET_PAID = (
-    update(_installment)
-    .where(_installment.c.id == bindparam("b_id"))
-    .values(amount_paid=bindparam("b_paid"))
-)
-_SET_LOAN = (
-    update(_loan)
-    .where(_loan.c.id == bindparam("b_id"))
-    .values(paid=bindparam("b_paid"), status=bindparam("b_status"))
-)
-_SET_CREDIT = (
-    update(_borrower)
-    .where(_borrower.c.id == bindparam("b_id"))
-    .values(credit=bindparam("b_credit"))
-)
-_SET_PAYMENT = (
-    update(_payment)
-    .where(_payment.c.id == bindparam("b_id"))
-    .values(
-        status=bindparam("status"),
-        rule=bindparam("rule"),
-        credit=bindparam("credit"),
-        reason=bindparam("reason"),
-        borrower_id=bindparam("borrower_id"),
-        processed_at=bindparam("processed_at"),
-        error=None,
-    )
-)
-_NEW_MESSAGE = {
-    name: _insert_ignoring(SmsMessage.__table__, dialect.insert, ["payment_id", "kind"])
-    for name, dialect in (("sqlite", sqlite), ("postgresql", postgresql))
-}
-_NEW_NOTICE = {
-    name: _insert_ignoring(OfficerNotice.__table__, dialect.insert, ["staff_id", "payment_id"])
-    for name, dialect in (("sqlite", sqlite), ("postgresql", postgresql))
-}
 
 
 def post_batch(session: Session, payment_ids: list[int], *, lender: str) -> dict[int, str]:
     """Take the claimed payments still in ``received`` and post them in the caller's
     transaction, as the module says. Returns each taken payment's new status. Raises on
     any error: the caller rolls back and posts them one at a time."""
-    payments = sorted(session.execute(_TAKE, {"ids": list(payment_ids)}).all(), key=lambda p: p.id)
+    payments = sorted(session.execute(TAKE, {"ids": list(payment_ids)}).all(), key=lambda p: p.id)
     if not payments:
         return {}
     shortcodes = sorted({p.shortcode_id for p in payments})
-    tolerances = dict(session.execute(_TOLERANCES, {"shortcodes": shortcodes}).all())
+    tolerances = dict(session.execute(TOLERANCES, {"shortcodes": shortcodes}).all())
     who = {}
     named: set[int] = set()
     for p in payments:

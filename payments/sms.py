@@ -9,11 +9,11 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -227,10 +227,6 @@ def queue_receipt(session: Session, payment_id: int, lender: str) -> SmsMessage 
     return message
 
 
-SMS_ATTEMPTS = 5  # then the message is failed, for a person to look at
-RETRY_SECONDS = (30, 120, 600, 1800)  # between a failed attempt and the next
-
-
 def queue_messages_for(session: Session, payment: C2BPayment) -> None:
     """What a posting owes people, written in the posting's own transaction: the borrower's
     receipt (once per payment) and a notice to each officer whose portfolio it landed in.
@@ -246,150 +242,6 @@ def queue_messages_for(session: Session, payment: C2BPayment) -> None:
 # A claimed message another worker may take after this: a worker killed after claiming a
 # batch delays its messages by this much. Taking one too early sends nothing twice: a
 # message is marked sending only from queued.
-CLAIM_LEASE = timedelta(seconds=30)
-
-
-def claim_messages(session: Session, limit: int, now: datetime | None = None) -> list[int]:
-    """Claim up to ``limit`` queued messages whose time has come: each stays ``queued`` but
-    is not due again for CLAIM_LEASE, so other workers pass it by, and a worker that dies
-    before handing it to the provider leaves it to be sent later. The caller commits."""
-    now = now or datetime.now(UTC)
-    due = (
-        select(SmsMessage.id)
-        .where(
-            SmsMessage.status == "queued",
-            or_(SmsMessage.next_attempt_at.is_(None), SmsMessage.next_attempt_at <= now),
-        )
-        .order_by(SmsMessage.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True, key_share=True)
-    )
-    claimed = session.execute(
-        update(SmsMessage)
-        .where(SmsMessage.id.in_(due.scalar_subquery()))
-        .values(next_attempt_at=now + CLAIM_LEASE)
-        .returning(SmsMessage.id)
-        .execution_options(synchronize_session=False)
-    ).scalars()
-    return sorted(claimed)
-
-
-def start_sending(session: Session, message_id: int) -> bool:
-    """Mark a claimed message ``sending`` (attempts + 1) just before the provider is called;
-    False if another worker got there first. The caller commits before calling: from then
-    on the message is never sent again without a person (the provider may have taken it)."""
-    return bool(
-        session.execute(
-            update(SmsMessage)
-            .where(SmsMessage.id == message_id, SmsMessage.status == "queued")
-            .values(
-                status="sending",
-                attempts=SmsMessage.attempts + 1,
-                next_attempt_at=datetime.now(UTC),  # sending since
-            )
-            .execution_options(synchronize_session=False)
-        ).rowcount
-    )
-
-
-def send_claimed_message(session: Session, provider, message_id: int) -> str:
-    """Hand one message marked ``sending`` to the provider and record what happened:
-    ``sent``, or ``queued`` again for a later time, or after the last attempt ``failed``.
-    Never raises for the provider's failures. The caller commits."""
-    message = session.get(SmsMessage, message_id)
-    try:
-        provider_id = provider.send(message.to_phone, message.body)
-    except Exception as exc:  # noqa: BLE001 - any provider failure is kept, never raised
-        final = message.attempts >= SMS_ATTEMPTS
-        pause = RETRY_SECONDS[min(message.attempts, len(RETRY_SECONDS)) - 1]
-        record_failure(
-            session,
-            message_id,
-            str(exc) or type(exc).__name__,
-            final=final,
-            retry_at=datetime.now(UTC) + timedelta(seconds=pause),
-        )
-        log.warning(
-            "%s %s not sent (attempt %s): %s",
-            message.kind,
-            message.id,
-            message.attempts,
-            type(exc).__name__,
-        )
-        return "failed" if final else "queued"
-    record_sent(session, message_id, provider.name, provider_id)
-    return "sent"
-
-
-def resend_message(session: Session, message_id: int) -> bool:
-    """Queue a failed message again, now, if no provider ever accepted it (a person asked
-    for it). False when it was sent, is on its way, or does not exist."""
-    return bool(
-        session.execute(
-            update(SmsMessage)
-            .where(
-                SmsMessage.id == message_id,
-                SmsMessage.status == "failed",
-                SmsMessage.provider_message_id.is_(None),
-            )
-            .values(status="queued", next_attempt_at=None, attempts=0)
-            .execution_options(synchronize_session=False)
-        ).rowcount
-    )
-
-
-def give_up_interrupted(session: Session, now: datetime | None = None) -> int:
-    """A worker that died between claiming a message and recording the provider's answer
-    leaves it ``sending``: after ten minutes say so, and do not guess whether the provider
-    took it (sending again could text the borrower twice)."""
-    now = now or datetime.now(UTC)
-    return session.execute(
-        update(SmsMessage)
-        .where(
-            SmsMessage.status == "sending",
-            SmsMessage.created_at <= now - timedelta(minutes=10),
-            or_(
-                SmsMessage.next_attempt_at.is_(None),  # since (before next_attempt_at)
-                SmsMessage.next_attempt_at <= now - timedelta(minutes=10),
-            ),
-        )
-        .values(
-            status="failed",
-            attempts=SMS_ATTEMPTS,
-            error="interrupted while sending; check with the provider",
-        )
-        .execution_options(synchronize_session=False)
-    ).rowcount
-
-
-def record_sent(session: Session, message_id: int, provider: str, provider_id: str) -> None:
-    session.execute(
-        update(SmsMessage)
-        .where(SmsMessage.id == message_id)
-        .values(
-            status="sent",
-            provider=provider,
-            provider_message_id=provider_id,
-            sent_at=datetime.now(UTC),
-            error=None,
-        )
-    )
-
-
-def record_failure(
-    session: Session, message_id: int, error: str, *, final: bool, retry_at: datetime | None = None
-) -> None:
-    session.execute(
-        update(SmsMessage)
-        .where(SmsMessage.id == message_id)
-        .values(
-            status="failed" if final else "queued",
-            error=error[:500],
-            next_attempt_at=None if final else retry_at,
-        )
-    )
-
-
 DELIVERY_STATUSES = {
     "Success": "delivered",
     "Failed": "failed",
