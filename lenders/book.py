@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
-from sqlalchemy import inspect, select
+from sqlalchemy import exists, inspect, select
 from sqlalchemy.orm import Session
 
 from lenders.models import (
@@ -233,11 +233,15 @@ def create_loan(
 
 def activate_disbursed_loans(session: Session, today: date) -> int:
     """Pending loans whose disbursement day has come become active (one audit event each).
-    Returns how many."""
+    A loan being paid out through Marejesho (a disbursement not cancelled) waits for
+    Safaricom's word instead (lenders/disbursements.py). Returns how many."""
+    from lenders.disbursements import Disbursement  # it builds on this module
+
+    paying_out = exists().where(Disbursement.loan_id == Loan.id, Disbursement.status != "cancelled")
     loans = list(
         session.scalars(
             select(Loan)
-            .where(Loan.status == "pending", Loan.disbursed_on <= today)
+            .where(Loan.status == "pending", Loan.disbursed_on <= today, ~paying_out)
             .with_for_update()
         )
     )

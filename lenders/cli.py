@@ -91,3 +91,95 @@ def load_demo_command() -> None:
     click.echo("logins (email / password):")
     for email, password in DEMO_PASSWORDS.items():
         click.echo(f"  {email:32} {password}")
+
+
+# --- payouts (CONTRACT §3): the CLI twin of the payout screens -----------------------------
+
+
+def _acting(email: str) -> StaffUser:
+    """The active staff user named by ``--by``."""
+    from lenders.auth import find_staff
+
+    user = find_staff(email)
+    if user is None or not user.active:
+        raise click.ClickException(f"no active staff user {email}")
+    return user
+
+
+def _loan_numbered(number: str):
+    from sqlalchemy import select
+
+    from lenders.models import Loan
+    from lenders.references import reference_key
+
+    found = db.session.scalars(
+        select(Loan).where(Loan.reference_key == reference_key(number)).limit(2)
+    ).all()
+    exact = [loan for loan in found if loan.number == number]
+    if len(exact) == 1 or len(found) == 1:
+        return (exact or found)[0]
+    raise click.ClickException(f"no loan {number}")
+
+
+def disbursement_json(disbursement) -> dict:
+    """A payout as the commands print it (phone masked)."""
+    return {
+        "id": disbursement.id,
+        "loan_number": disbursement.loan.number,
+        "amount": str(disbursement.amount),
+        "phone": f"{disbursement.phone[:4]}****{disbursement.phone[-4:]}",
+        "status": disbursement.status,
+        "originator_conversation_id": disbursement.originator_conversation_id,
+        "requested_by": disbursement.requested_by.email,
+        "approved_by": disbursement.approved_by.email if disbursement.approved_by else None,
+        "receipt": disbursement.receipt,
+        "receiver_name": disbursement.receiver_name,
+        "reason": disbursement.reason,
+    }
+
+
+@group.command("request-disbursement")
+@click.argument("loan_number")
+@click.option("--by", "email", required=True, help="The officer or admin asking.")
+@click.option("--phone", help="One of the borrower's phones (default: the first).")
+@with_appcontext
+def request_disbursement_command(loan_number: str, email: str, phone: str | None) -> None:
+    """Ask for a pending loan to be paid out by M-Pesa; prints the payout as JSON."""
+    import json
+
+    from lenders.disbursements import DisbursementError, request_disbursement
+    from lenders.phones import InvalidPhone, canonical_phone
+
+    user, loan = _acting(email), _loan_numbered(loan_number)
+    try:
+        number = canonical_phone(phone) if phone else None
+        made = request_disbursement(db.session, loan, actor=user, phone=number)
+    except (DisbursementError, InvalidPhone) as exc:
+        db.session.rollback()
+        raise click.ClickException(str(exc)) from None
+    db.session.commit()
+    click.echo(json.dumps(disbursement_json(made)))
+
+
+@group.command("approve-disbursement")
+@click.argument("loan_number")
+@click.option("--by", "email", required=True, help="An admin other than the requester.")
+@with_appcontext
+def approve_disbursement_command(loan_number: str, email: str) -> None:
+    """Approve a loan's requested payout; it is sent at once. Prints it as JSON."""
+    import json
+
+    from lenders.disbursements import DisbursementError, approve_disbursement, live_disbursement
+
+    user, loan = _acting(email), _loan_numbered(loan_number)
+    waiting = live_disbursement(db.session, loan.id)
+    if waiting is None:
+        raise click.ClickException(f"no payout of {loan.number} was requested")
+    try:
+        approve_disbursement(db.session, waiting.id, actor=user)
+    except DisbursementError as exc:
+        db.session.rollback()
+        raise click.ClickException(str(exc)) from None
+    db.session.commit()  # wakes the money drain: here, it sends before we print
+    db.session.expire_all()
+    click.echo(json.dumps(disbursement_json(db.session.get(type(waiting), waiting.id))))

@@ -29,6 +29,7 @@ from werkzeug.routing import IntegerConverter
 
 from lenders.extensions import login_manager
 from lenders.money import format_kes
+from lenders.phones import mask_phone
 
 NAIROBI = ZoneInfo("Africa/Nairobi")
 security_log = logging.getLogger("marejesho.security")
@@ -282,6 +283,7 @@ def init_app(app: Flask) -> None:
     app.jinja_env.filters["kes"] = format_kes
     app.jinja_env.filters["nairobi"] = nairobi_time
     app.jinja_env.filters["day"] = lambda d: d.strftime("%d %b %Y") if d else ""
+    app.jinja_env.filters["masked"] = mask_phone  # 2547****5678
     register_error_pages(app)
 
 

@@ -79,12 +79,15 @@ REDACTED_LOGS = ("werkzeug", "gunicorn.access", "gunicorn.error")
 # rate limit, a login or a CSRF token, so these extensions' request hooks do not run for them
 # at all (the limiter's alone would cost a confirmation a tenth of its time).
 STAFF_EXTENSIONS = ("flask_limiter", "flask_login", "flask_wtf")
+# The blueprints Safaricom calls: its confirmations and validations here, and the results
+# of the requests Marejesho makes (payments/money_callbacks.py), under the same prefix.
+SAFARICOM_BLUEPRINTS = frozenset((bp.name, "money_callbacks"))
 
 
 def _skipped_for_callbacks(hook):
     @functools.wraps(hook)
     def staff_hook(*args):
-        if request.blueprint == bp.name:
+        if request.blueprint in SAFARICOM_BLUEPRINTS:
             return args[0] if args else None  # after_request hands the response back
         return hook(*args)
 

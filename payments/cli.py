@@ -239,3 +239,138 @@ def reconciliation_command(day: str, number: str | None, as_json: bool) -> None:
             f"{'-' if c.statement_total is None else f'{c.statement_total:.2f}'}, "
             f"{len(c.differences)} difference(s)"
         )
+
+
+# --- money out and back (CONTRACT §3) ------------------------------------------------------
+
+
+def _staff(email: str):
+    from lenders.auth import find_staff
+
+    user = find_staff(email)
+    if user is None or not user.active:
+        raise click.ClickException(f"no active staff user {email}")
+    return user
+
+
+def _loan(number: str, viewer):
+    from lenders.models import Loan
+    from lenders.references import reference_key
+
+    found = db.session.scalars(
+        select(Loan).where(Loan.reference_key == reference_key(number)).limit(2)
+    ).all()
+    exact = [loan for loan in found if loan.number == number] or found
+    if len(exact) != 1 or (not viewer.is_admin and exact[0].officer_id != viewer.id):
+        raise click.ClickException(f"no loan {number} that {viewer.email} may act on")
+    return exact[0]
+
+
+@group.command("stk-push")
+@click.argument("loan_number")
+@click.option("--amount", help="Whole shillings (default: what is due now).")
+@click.option("--phone", help="One of the borrower's phones (default: the first).")
+@click.option("--by", "email", required=True, help="The staff user sending the prompt.")
+@with_appcontext
+def stk_push(loan_number: str, amount: str | None, phone: str | None, email: str) -> None:
+    """Prompt the borrower's phone to pay the loan (M-Pesa Express); prints the prompt."""
+    from decimal import Decimal, InvalidOperation
+
+    from lenders.phones import InvalidPhone, canonical_phone
+    from payments.prompts import PromptRefused, prompt_borrower, send_prompt, stk_json
+
+    user = _staff(email)
+    loan = _loan(loan_number, user)
+    try:
+        asked = Decimal(amount) if amount is not None else None
+        number = canonical_phone(phone) if phone else None
+        made = prompt_borrower(
+            db.session, loan, actor=user, config=current_app.config, amount=asked, phone=number
+        )
+    except (PromptRefused, InvalidPhone, InvalidOperation) as exc:
+        db.session.rollback()
+        raise click.ClickException(str(exc) or "the amount is not a number") from None
+    db.session.commit()  # the row and its token exist before Safaricom can answer
+    made = send_prompt(db.session, made.id, current_app.config)
+    db.session.commit()
+    if made.status in ("failed", "sending"):
+        raise click.ClickException(made.result_desc or "Daraja refused the prompt")
+    shown = stk_json(made)
+    keys = ("id", "status", "checkout_request_id", "loan_number", "amount", "phone")
+    click.echo(json.dumps({key: shown[key] for key in keys}))
+
+
+@group.command("stk-requests")
+@click.option("--json", "as_json", is_flag=True, help="A JSON list, for scripts.")
+@with_appcontext
+def stk_requests(as_json: bool) -> None:
+    """Every STK prompt, newest first, with its status and Safaricom's words."""
+    from payments.money_models import StkRequest
+    from payments.prompts import stk_json
+
+    items = [
+        stk_json(r) for r in db.session.scalars(select(StkRequest).order_by(StkRequest.id.desc()))
+    ]
+    if as_json:
+        click.echo(json.dumps(items, indent=2))
+        return
+    for item in items:
+        click.echo(
+            f"{item['id']} {item['loan_number']} {item['amount']} {item['phone']} "
+            f"{item['status']} {item['receipt'] or ''} {item['result_desc'] or ''}".rstrip()
+        )
+
+
+def _reversal_json(reversal) -> dict:
+    return {
+        "id": reversal.id,
+        "trans_id": reversal.payment.trans_id,
+        "amount": str(reversal.amount),
+        "status": reversal.status,
+        "reason": reversal.reason,
+        "requested_by": reversal.requested_by.email,
+        "result_desc": reversal.result_desc,
+    }
+
+
+@group.command("reverse")
+@click.argument("trans_id")
+@click.option("--by", "email", required=True, help="The admin asking.")
+@click.option("--reason", required=True, help="Why the money goes back (kept in the audit).")
+@with_appcontext
+def reverse(trans_id: str, email: str, reason: str) -> None:
+    """Ask Safaricom to reverse a C2B payment (admins). With maker-checker on it waits for
+    another admin (``payments approve-reversal``). Prints the reversal as JSON."""
+    from payments.models import C2BPayment
+    from payments.reversing import ReversalRefused, request_reversal
+
+    user = _staff(email)
+    found = db.session.scalars(select(C2BPayment).where(C2BPayment.trans_id == trans_id)).all()
+    if len(found) != 1:
+        raise click.ClickException(f"no single payment with receipt {trans_id}")
+    try:
+        made = request_reversal(db.session, found[0].id, actor=user, reason=reason)
+    except ReversalRefused as exc:
+        db.session.rollback()
+        raise click.ClickException(str(exc)) from None
+    db.session.commit()  # wakes the money drain: here, it sends before we print
+    db.session.expire_all()
+    click.echo(json.dumps(_reversal_json(db.session.get(type(made), made.id))))
+
+
+@group.command("approve-reversal")
+@click.argument("reversal_id", type=int)
+@click.option("--by", "email", required=True, help="An admin other than the requester.")
+@with_appcontext
+def approve_reversal(reversal_id: int, email: str) -> None:
+    """Approve a waiting reversal (maker-checker); it is sent at once."""
+    from payments.reversing import ReversalRefused, decide_reversal
+
+    try:
+        made = decide_reversal(db.session, reversal_id, approve=True, actor=_staff(email))
+    except ReversalRefused as exc:
+        db.session.rollback()
+        raise click.ClickException(str(exc)) from None
+    db.session.commit()
+    db.session.expire_all()
+    click.echo(json.dumps(_reversal_json(db.session.get(type(made), made.id))))

@@ -1,6 +1,7 @@
 """The payments back-office's forms: the transactions filter, actions on a payment, a
-shortcode's settings, the SMS provider and templates, and reconciliation's (a statement's
-upload, a day's sign-off, the registration for Pull Transactions)."""
+shortcode's settings, money out and back (an STK prompt, a payout's request and approval,
+a reversal), the SMS provider and templates, and reconciliation's (a statement's upload, a
+day's sign-off, the registration for Pull Transactions)."""
 
 from __future__ import annotations
 
@@ -178,6 +179,39 @@ class TestPaymentForm(FlaskForm):
     amount = IntegerField("Amount (KES)", default=100, validators=[NumberRange(1, 150000)])
     msisdn = StringField("Payer phone", default="254708374149")
     bill_ref = StringField("Account", default="LOAN-000123", validators=[Optional()])
+
+
+# --- money out and back -------------------------------------------------------------------
+# The phone and shortcode choices are filled per request by the view (the borrower's phones,
+# the shortcodes that can pay out); a value not among them is refused. Their controls have
+# ids of their own: they share a page with other forms (a payment's reason field).
+
+
+class PromptForm(FlaskForm):
+    """The STK button: how much, to which of the borrower's phones."""
+
+    amount = IntegerField(
+        "Amount (KES)", id="prompt-amount", validators=[Optional(), NumberRange(1, 250000)]
+    )
+    phone = SelectField("Phone", id="prompt-phone", choices=[], validate_choice=True)
+
+
+class PayoutRequestForm(FlaskForm):
+    phone = SelectField("Pay to", id="payout-phone", choices=[], validate_choice=True)
+
+
+class PayoutApprovalForm(FlaskForm):
+    shortcode_id = SelectField(
+        "Pay from", id="payout-shortcode", choices=[], coerce=int, validate_choice=True
+    )
+
+
+class ReversalForm(FlaskForm):
+    reason = TextAreaField(
+        "Reason (required)",
+        id="reversal-reason",
+        validators=[DataRequired("Say why."), Length(max=500)],
+    )
 
 
 # --- SMS --------------------------------------------------------------------------------

@@ -53,8 +53,14 @@ def source_allowed(shortcode: Shortcode, address: str | None) -> bool:
     return False
 
 
+# A payment made from an STK prompt's callback (payments/prompts.py) before Safaricom's C2B
+# confirmation for the same receipt: the confirmation's account may be typed differently.
+STK_TRANS_TYPE = "Pay Bill Online"
+
+
 def _same_payment(payment: C2BPayment, notice: C2BNotice) -> bool:
-    return payment.amount == notice.amount and payment.bill_ref == notice.bill_ref
+    same_account = payment.bill_ref == notice.bill_ref or payment.trans_type == STK_TRANS_TYPE
+    return payment.amount == notice.amount and same_account
 
 
 def _insert_ignoring_duplicates(dialect_insert):

@@ -20,7 +20,7 @@ SMS_ATTEMPTS = 5  # then the message is failed, for a person to look at
 RETRY_SECONDS = (30, 120, 600, 1800)  # between a failed attempt and the next
 
 
-CLAIM_LEASE = timedelta(seconds=30)
+CLAIM_LEASE = timedelta(seconds=15)
 
 
 def claim_messages(session: Session, limit: int, now: datetime | None = None) -> list[int]:

@@ -168,7 +168,7 @@ def process_payment(session: Session, payment_id: int) -> str | None:
     return payment.status
 
 
-CLAIM_LEASE = timedelta(seconds=30)  # another worker may take a claimed payment after this
+CLAIM_LEASE = timedelta(seconds=15)  # another worker may take a claimed payment after this
 
 
 def claim_received_payments(session: Session, limit: int) -> list[int]:

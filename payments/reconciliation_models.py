@@ -151,9 +151,8 @@ class StatementLine(db.Model):
     reason_type: Mapped[str] = mapped_column(String(80), default="")
     details: Mapped[str] = mapped_column(String(200), default="")
     payment_id: Mapped[int | None] = mapped_column(ForeignKey("c2b_payment.id"))
-    # A B2C payout's disbursement, once the disbursements table exists (no foreign key
-    # here: see payments/disbursement_match.py).
-    disbursement_id: Mapped[int | None] = mapped_column()
+    # A B2C payout's disbursement (lenders/disbursements.py), found by its M-Pesa receipt.
+    disbursement_id: Mapped[int | None] = mapped_column(ForeignKey("disbursement.id"))
     outcome: Mapped[str] = mapped_column(String(16), default="listed")
     note: Mapped[str | None] = mapped_column(Text)
 

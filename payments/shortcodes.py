@@ -186,8 +186,10 @@ def production_changes(shortcode: Shortcode) -> list[str]:
 # --- talking to Daraja ---------------------------------------------------------------------
 
 
-def daraja_client(shortcode: Shortcode, config: dict) -> DarajaClient:
-    """A client with this shortcode's credentials (the emulator for sandbox in development)."""
+def daraja_client(shortcode: Shortcode, config: dict, *, max_retries: int = 2) -> DarajaClient:
+    """A client with this shortcode's credentials (the emulator for sandbox in development).
+    ``max_retries=0`` for a request that must never be resent blindly (B2C, reversal):
+    its no-answer is settled by asking Safaricom, not by sending again."""
     if not (shortcode.consumer_key and shortcode.consumer_secret):
         raise ShortcodeError("Enter the consumer key and secret first.")
     base = config.get("DARAJA_SANDBOX_URL") if shortcode.environment == "sandbox" else None
@@ -202,8 +204,24 @@ def daraja_client(shortcode: Shortcode, config: dict) -> DarajaClient:
         environment=shortcode.environment,
         base_url=base,
         token_cache=cache,
-        max_retries=2,
+        max_retries=max_retries,
+        timeout=(5, float(config.get("DARAJA_READ_TIMEOUT", 30))),
     )
+
+
+def initiator_credential(shortcode: Shortcode, config: dict) -> str:
+    """The initiator's SecurityCredential for this shortcode's environment (the emulator
+    publishes its own certificate, as Safaricom does)."""
+    if not (shortcode.initiator_name and shortcode.initiator_password):
+        raise ShortcodeError(
+            f"Shortcode {shortcode.number} has no initiator: an admin adds it in Configuration."
+        )
+    cert = default_certificate(shortcode.environment)
+    if config.get("DARAJA_SANDBOX_URL") and shortcode.environment == "sandbox":
+        cert = requests.get(
+            f"{config['DARAJA_SANDBOX_URL']}/_emulator/certificate", timeout=5
+        ).content
+    return security_credential(shortcode.initiator_password, cert)
 
 
 def explain(exc: Exception) -> str:
@@ -262,28 +280,22 @@ def test_payment(
     return answer.get("ResponseDescription") or "Daraja accepted the test payment."
 
 
-def check_connection(shortcode: Shortcode, config: dict) -> str:
-    """Fetch a token, then ask for the account balance (its result arrives later)."""
+def check_connection(session: Session, shortcode: Shortcode, config: dict, *, actor=None) -> str:
+    """Fetch a token, then ask for the account balances: the query is a row committed
+    before it is sent, and its result (working and utility balances) comes to its own
+    tokened URL and is shown on the shortcode's page (payments/daraja_queries.py)."""
+    from payments import daraja_queries
+
     with daraja_client(shortcode, config) as client:
         client.access_token(force_refresh=True)
-        if not (shortcode.initiator_name and shortcode.initiator_password):
-            return "Connected: Daraja issued a token. Add the initiator to check the balance."
-        base = config["PUBLIC_BASE_URL"]
-        root = f"{base}/payments/c2b/{shortcode.callback_token}"
-        cert = default_certificate(shortcode.environment)
-        if config.get("DARAJA_SANDBOX_URL") and shortcode.environment == "sandbox":
-            # the emulator has its own key pair, published like Safaricom's certificate
-            cert = requests.get(
-                f"{config['DARAJA_SANDBOX_URL']}/_emulator/certificate", timeout=5
-            ).content
-        answer = client.account_balance(
-            initiator_name=shortcode.initiator_name,
-            security_credential=security_credential(shortcode.initiator_password, cert),
-            party_a=shortcode.number,
-            result_url=f"{root}/result",
-            queue_timeout_url=f"{root}/timeout",
-        )
+    if not (shortcode.initiator_name and shortcode.initiator_password):
+        return "Connected: Daraja issued a token. Add the initiator to check the balance."
+    query = daraja_queries.new_query(session, "balance", shortcode, actor=actor)
+    session.commit()  # the row and its token exist before Safaricom can answer
+    query = daraja_queries.send_query(session, query.id, config)
+    if query.status == "failed":
+        raise ShortcodeError(f"Connected, but the balance query failed: {query.error}")
     return (
-        "Connected: Daraja issued a token and accepted a balance query "
-        f"({answer.get('ResponseDescription', 'accepted')})."
+        "Connected: Daraja issued a token and accepted a balance query; "
+        "the balances appear below when Safaricom sends them."
     )

@@ -19,8 +19,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from lenders.book import record_audit
+from lenders.disbursements import Disbursement
 from payments.bulk_sql import insert_rows, one_of
-from payments.disbursement_match import disbursements_by_receipt
 from payments.intake import flag_for_review, store_payments
 from payments.models import C2BPayment, PaymentStatus, Shortcode
 from payments.reconciliation_models import (
@@ -217,9 +217,18 @@ class _Batch:
         line_of: dict[int, dict] = {}
         gaps = self._customer_payments(payments, known, line_of)
         self._store_gaps(gaps, line_of)
-        b2c = disbursements_by_receipt(self.session, [r.receipt for r in rows if r.kind == "b2c"])
+        b2c = self._disbursements([r.receipt for r in rows if r.kind == "b2c"])
         lines = [self._line(row, line_of.get(id(row), {}), b2c) for row in rows]
         self._write_lines(lines)
+
+    def _disbursements(self, receipts: list[str]) -> dict[str, int]:
+        """{receipt: disbursement id} for the B2C payouts that are our disbursements."""
+        if not receipts:
+            return {}
+        found = self.session.execute(
+            select(Disbursement.receipt, Disbursement.id).where(Disbursement.receipt.in_(receipts))
+        )
+        return {receipt: id_ for receipt, id_ in found}
 
     def _known(self, receipts: list[str]) -> dict[str, tuple]:
         if not receipts:

@@ -76,7 +76,27 @@ POLICY = {
     "sms_callbacks.delivery_report": None,
     "c2b.confirmation": None,
     "c2b.validation": None,
+    "money_callbacks.stk_callback": None,
+    "money_callbacks.result_callback": None,
+    "money.index": {"admin", "officer"},
+    "money.loan_panel": {"admin", "officer"},
+    "money.prompt": {"admin", "officer"},
+    "money.prompt_status": {"admin", "officer"},
+    "money.shortcode_balance": {"admin"},
+    "money.ask_balance": {"admin"},
+    "disbursements.new": {"admin", "officer"},
+    "disbursements.create": {"admin", "officer"},
+    "disbursements.disbursement": {"admin", "officer"},
+    "disbursements.approve": {"admin"},
+    "disbursements.change": {"admin", "officer"},
+    "disbursements.check": {"admin"},
+    "disbursements.fees_upfront": {"admin"},
+    "reversals.panel": {"admin"},
+    "reversals.check": {"admin"},
+    "reversals.reverse": {"admin"},
+    "reversals.decide": {"admin"},
 }
+RESULT_KIND = "<any(b2c, status, balance, reversal):kind>/<any(result, timeout):which>"
 # Every URL the app answers, as bookmarks, forms and Safaricom know them: moving a view to
 # another module or blueprint keeps its URL.
 URLS = {
@@ -85,6 +105,23 @@ URLS = {
     ("GET", "/jobs/"),
     ("POST", "/jobs/failed/<job_id>/requeue"),
     ("GET", "/metrics"),
+    ("GET", "/money/"),
+    ("GET", "/money/disbursements/<int:disbursement_id>"),
+    ("POST", "/money/disbursements/<int:disbursement_id>/<any(cancel, retry):step>"),
+    ("POST", "/money/disbursements/<int:disbursement_id>/approve"),
+    ("POST", "/money/disbursements/<int:disbursement_id>/check"),
+    ("GET", "/money/loans/<number>/disburse"),
+    ("POST", "/money/loans/<number>/disburse"),
+    ("GET", "/money/loans/<number>/panel"),
+    ("POST", "/money/loans/<number>/prompt"),
+    ("POST", "/money/payments/<int:payment_id>/reverse"),
+    ("GET", "/money/payments/<int:payment_id>/safaricom"),
+    ("POST", "/money/payments/<int:payment_id>/status"),
+    ("GET", "/money/prompts/<int:request_id>"),
+    ("POST", "/money/reversals/<int:reversal_id>/<any(approve, reject):decision>"),
+    ("POST", "/money/settings/fees-upfront"),
+    ("GET", "/money/shortcodes/<int:shortcode_id>/balance"),
+    ("POST", "/money/shortcodes/<int:shortcode_id>/balance"),
     ("GET", "/lenders/borrowers/"),
     ("GET", "/lenders/borrowers/<int:borrower_id>"),
     ("POST", "/lenders/borrowers/<int:borrower_id>/sms"),
@@ -103,7 +140,9 @@ URLS = {
     ("POST", "/payments/<int:payment_id>/rematch"),
     ("GET", "/payments/alerts/"),
     ("GET", "/payments/callbacks/"),
+    ("POST", "/payments/c2b/<token>/" + RESULT_KIND),
     ("POST", "/payments/c2b/<token>/confirmation"),
+    ("POST", "/payments/c2b/<token>/stk"),
     ("POST", "/payments/c2b/<token>/validation"),
     ("GET", "/payments/configuration/"),
     ("POST", "/payments/configuration/shortcodes"),
@@ -142,7 +181,8 @@ URLS = {
     ("GET", "/payments/unmatched/"),
 }
 # Safaricom's callbacks, and nothing else, go without CSRF and login.
-CSRF_EXEMPT_BLUEPRINTS = {"c2b", "sms_callbacks"}  # and Africa's Talking's delivery reports
+# (and Africa's Talking's delivery reports)
+CSRF_EXEMPT_BLUEPRINTS = {"c2b", "money_callbacks", "sms_callbacks"}
 
 
 def concrete_path(rule) -> str:

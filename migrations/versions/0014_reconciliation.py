@@ -1,7 +1,7 @@
 """reconciliation: statement imports and their lines, daily sign-offs, Pull Transactions
 
 Revision ID: 0014_reconciliation
-Revises: 0012_callback_attention_index
+Revises: 0013_money_out
 Create Date: 2026-12-05 08:00:00.000000
 
 ``statement_import`` is one statement file (or Pull Transactions run) with its progress and
@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = "0014_reconciliation"
-down_revision = "0012_callback_attention_index"
+down_revision = "0013_money_out"
 branch_labels = None
 depends_on = None
 
@@ -99,6 +99,11 @@ def upgrade():
         ),
         sa.CheckConstraint(
             "paid_in >= 0 AND withdrawn >= 0", name=op.f("ck_statement_line_amounts")
+        ),
+        sa.ForeignKeyConstraint(
+            ["disbursement_id"],
+            ["disbursement.id"],
+            name=op.f("fk_statement_line_disbursement_id_disbursement"),
         ),
         sa.ForeignKeyConstraint(
             ["import_id"],

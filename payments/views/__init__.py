@@ -1,7 +1,8 @@
 """The payments back-office: one blueprint per area, each named like its URL and its
 template folder (``transactions`` answers at /payments/transactions/ from
 templates/payments/transactions/). The ``payments`` blueprint itself is one payment, at
-/payments/<id>, and the actions officers take on payments. Templates name payment statuses
+/payments/<id>, and the actions officers take on payments. Money out and back (``money``,
+``disbursements``, ``reversals``) answers under /money/. Templates name payment statuses
 and rules through the ``PaymentStatus`` and ``MatchRule`` globals, never as text."""
 
 from __future__ import annotations
@@ -14,10 +15,13 @@ from payments.views import (
     callbacks,
     configuration,
     dashboard,
+    disbursements,
+    money,
     notices,
     payment,
     reassignments,
     reconciliation,
+    reversals,
     sms,
     transactions,
     unmatched,
@@ -35,6 +39,9 @@ AREAS = (
     configuration,
     callbacks,
     reconciliation,
+    money,
+    disbursements,
+    reversals,
 )
 
 

@@ -224,10 +224,13 @@ def test_payment(shortcode_id: int):
 @bp.post("/shortcodes/<int:shortcode_id>/check")
 @roles("admin")
 def check_connection(shortcode_id: int):
-    """Fetch a token and ask for the account balance."""
+    """Fetch a token and ask for the account balances (shown below when they come)."""
     if not ActionForm().validate():
         abort(400)
-    return _daraja_action(shortcode_id, lambda s: service.check_connection(s, current_app.config))
+    return _daraja_action(
+        shortcode_id,
+        lambda s: service.check_connection(db.session, s, current_app.config, actor=current_user),
+    )
 
 
 @bp.get("/shortcodes/<int:shortcode_id>/recent")

@@ -10,7 +10,7 @@ from lenders.demo import DEMO_ADMIN, DEMO_PASSWORDS
 
 pytestmark = pytest.mark.browser
 
-ADMIN_PAGES = ["Approvals", "Alerts", "SMS", "Import", "Staff", "Configuration"]
+ADMIN_PAGES = ["Approvals", "Money", "Alerts", "SMS", "Import", "Staff", "Configuration"]
 
 
 @pytest.fixture

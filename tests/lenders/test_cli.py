@@ -19,7 +19,8 @@ from tests.lenders.conftest import COLUMNS, NAMES, book_counts, csv_text, loan_r
 pytestmark = pytest.mark.both_databases
 
 EXPORT_HEADER = (
-    "loan_number,borrower_name,national_id,status,total_due,paid,outstanding,next_due_on"
+    "loan_number,borrower_name,national_id,status,total_due,paid,outstanding,next_due_on,"
+    "disbursement_status,disbursement_receipt"
 )
 
 
@@ -238,6 +239,8 @@ def test_export_loans_writes_the_loan_book_csv(app, runner, tmp_path):
             "paid": "0.00",
             "outstanding": "1500.00",
             "next_due_on": "2025-03-10",
+            "disbursement_status": "",
+            "disbursement_receipt": "",
         },
         {
             "loan_number": "LOAN-000002",
@@ -248,6 +251,8 @@ def test_export_loans_writes_the_loan_book_csv(app, runner, tmp_path):
             "paid": "400.00",
             "outstanding": "600.00",
             "next_due_on": "2025-03-31",
+            "disbursement_status": "",
+            "disbursement_receipt": "",
         },
         {
             "loan_number": "LOAN-000003",
@@ -258,6 +263,8 @@ def test_export_loans_writes_the_loan_book_csv(app, runner, tmp_path):
             "paid": "1000.00",
             "outstanding": "0.00",
             "next_due_on": "",
+            "disbursement_status": "",
+            "disbursement_receipt": "",
         },
     ]
     total_in = sum(

@@ -41,6 +41,8 @@ EXPORT_HEADER = [
     "paid",
     "outstanding",
     "next_due_on",
+    "disbursement_status",
+    "disbursement_receipt",
 ]
 CENT = Decimal("0.01")
 
@@ -764,6 +766,8 @@ def test_export_lists_each_loan_with_status_balances_and_next_due_date(app, make
         "paid": "0.00",
         "outstanding": "1500.00",
         "next_due_on": "2025-02-10",
+        "disbursement_status": "",
+        "disbursement_receipt": "",
     }
     assert rows["LOAN-000002"] == {
         "loan_number": "LOAN-000002",
@@ -774,6 +778,8 @@ def test_export_lists_each_loan_with_status_balances_and_next_due_date(app, make
         "paid": "400.00",
         "outstanding": "600.00",
         "next_due_on": "2025-03-31",
+        "disbursement_status": "",
+        "disbursement_receipt": "",
     }
     assert (
         rows["LOAN-000003"]["status"],

@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 from lenders.book import loan_is_balanced
 from lenders.extensions import db
 from lenders.models import AuditEvent, Loan, Repayment
-from payments import disbursement_match, statement_file
+from payments import statement_file
 from payments.models import C2BPayment, OfficerNotice
 from payments.reconciliation_models import StatementImport, StatementLine
 from tests.payments.conftest import c2b_body, payment_by_receipt
@@ -282,27 +282,31 @@ def test_daraja_masking_on_the_statement_still_finds_the_borrower(
     assert db.session.get(Loan, loan.id).paid == D("450.00")
 
 
-def test_b2c_payouts_are_matched_to_disbursements_when_there_are_any(
-    runner, tmp_path, shortcode, book, app
-):
-    from sqlalchemy import text
+def test_b2c_payouts_are_matched_to_their_disbursements(runner, tmp_path, shortcode, book):
+    from lenders.disbursements import Disbursement
 
+    paid = Disbursement(
+        loan_id=book.id,
+        amount=D("5000.00"),
+        phone="254712345678",
+        requested_by_id=book.officer_id,
+        status="completed",
+        originator_conversation_id="MJ000001-1-test",
+        receipt="TK6B2CX001",
+    )
+    db.session.add(paid)
+    db.session.commit()
     payout = Line("TK6B2CX001", at(3), reason="Business Payment to Customer via API",
                   withdrawn=D("5000.00"))  # fmt: skip
-    disbursement_match._reflected.clear()
-    with db.engine.begin() as conn:
-        conn.execute(
-            text("CREATE TABLE disbursement (id INTEGER PRIMARY KEY, receipt VARCHAR(32))")
-        )
-        conn.execute(text("INSERT INTO disbursement (id, receipt) VALUES (41, 'TK6B2CX001')"))
-    try:
-        run(runner, write_csv(tmp_path / "s.csv", [payout]))
-        line = db.session.scalars(select(StatementLine)).one()
-        assert (line.kind, line.outcome, line.disbursement_id) == ("b2c", "disbursement", 41)
-    finally:
-        with db.engine.begin() as conn:
-            conn.execute(text("DROP TABLE disbursement"))
-        disbursement_match._reflected.clear()
+    stranger = Line("TK6B2CX002", at(4), reason="Business Payment to Customer via API",
+                    withdrawn=D("700.00"))  # fmt: skip
+    run(runner, write_csv(tmp_path / "s.csv", [payout, stranger]))
+    lines = {line.receipt: line for line in db.session.scalars(select(StatementLine))}
+    assert (lines["TK6B2CX001"].outcome, lines["TK6B2CX001"].disbursement_id) == (
+        "disbursement",
+        paid.id,
+    )
+    assert (lines["TK6B2CX002"].outcome, lines["TK6B2CX002"].disbursement_id) == ("listed", None)
     assert count(C2BPayment) == 0
 
 
