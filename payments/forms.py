@@ -1,6 +1,7 @@
 """The payments back-office's forms: the transactions filter, actions on a payment, a
 shortcode's settings, money out and back (an STK prompt, a payout's request and approval,
-a reversal), the SMS provider and templates."""
+a reversal), the SMS provider and templates, and reconciliation's (a statement's upload, a
+day's sign-off, the registration for Pull Transactions)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from datetime import date, datetime
 from enum import StrEnum
 
 from flask_wtf import FlaskForm
+from flask_wtf.file import FileField
 from wtforms import (
     DateField,
     DecimalField,
@@ -237,3 +239,22 @@ class TemplateForm(FlaskForm):
     key = StringField(validators=[Regexp(r"^[a-z_]+$")])
     language = StringField(validators=[Regexp(r"^(en|sw)$")])
     body = TextAreaField(validators=[Length(min=1, max=600)])
+
+
+# --- reconciliation -----------------------------------------------------------------------
+
+
+class StatementUploadForm(FlaskForm):
+    """An org-portal statement for a paybill; the view sets the paybills as the choices
+    (an id that is not one of them is refused before any lookup)."""
+
+    shortcode = SelectField("Paybill or till", coerce=int)
+    file = FileField("M-Pesa statement (CSV or XLSX)")
+
+
+class SignOffForm(FlaskForm):
+    note = StringField("Note (optional)")  # the service keeps its first 500 characters
+
+
+class PullRegistrationForm(FlaskForm):
+    nominated = StringField("Nominated number (the phone in the shortcode's KYC)")

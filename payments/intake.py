@@ -325,6 +325,23 @@ def _store_new(
     return Stored("stored", row[0])
 
 
+def store_payments(session: Session, rows: list[dict]) -> dict[str, int]:
+    """Store many payments at once (statement and Pull Transactions gaps), in the caller's
+    transaction: one INSERT … ON CONFLICT DO NOTHING per batch, so a TransID already here
+    (a callback that came meanwhile) is left as it is. ``rows`` carry every column of
+    ``_PAYMENT_COLUMNS``. Returns {trans_id: id} of those stored now."""
+    from payments.bulk_sql import insert_rows
+
+    found = insert_rows(
+        session,
+        C2BPayment.__table__,
+        rows,
+        conflict=["shortcode_id", "trans_id"],
+        returning=("trans_id", "id"),
+    )
+    return dict(found)
+
+
 def flag_for_review(session: Session, payment: C2BPayment, why: str) -> None:
     """Put a payment in front of an admin. Money already posted stays posted."""
     before = {"status": payment.status}

@@ -173,6 +173,7 @@ class C2BPayment(db.Model):
         Index("ix_c2b_payment_status_id", "status", "id"),  # a status's keyset pages
         Index("ix_c2b_payment_trans_id", "trans_id"),  # a receipt typed in the search
         Index("ix_c2b_payment_msisdn", "msisdn"),  # a phone in any form
+        Index("ix_c2b_payment_shortcode_trans_time", "shortcode_id", "trans_time"),  # a day
         # Only matched payments have a borrower: a confirmation's INSERT (borrower unknown
         # yet) does not touch this index, and lookups by borrower (``= ?``) still use it.
         Index(
@@ -337,17 +338,21 @@ class SmsSettings(db.Model):
 
 
 class OfficerNotice(db.Model):
-    """In-app news for an officer: a payment landed in their portfolio."""
+    """In-app news for an officer: a payment landed in their portfolio (kind ``payment``),
+    or left it again because M-Pesa reversed it (``reversal``); once per kind."""
 
     __tablename__ = "officer_notice"
     __table_args__ = (
-        UniqueConstraint("staff_id", "payment_id", name="uq_officer_notice_staff_payment"),
+        UniqueConstraint(
+            "staff_id", "payment_id", "kind", name="uq_officer_notice_staff_payment_kind"
+        ),
         Index("ix_officer_notice_staff_read", "staff_id", "read_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     staff_id: Mapped[int] = mapped_column(ForeignKey("staff_user.id"))
     payment_id: Mapped[int] = mapped_column(ForeignKey("c2b_payment.id"))
+    kind: Mapped[str] = mapped_column(String(12), default="payment", server_default="payment")
     text: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     read_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

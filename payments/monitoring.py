@@ -12,9 +12,9 @@ is set):
   (``received_at``) to the payments drain's decision (``processed_at``), observed once the
   drain's transaction commits; ``outcome`` is ``posted``, ``unmatched`` or ``failed``.
 
-Read at scrape time from the database: payments waiting in ``received`` and messages in
-``queued`` (the drains' depths), the oldest payment waiting, unmatched and failed payments,
-and the last callback of each shortcode."""
+Read at scrape time from the database: payments waiting in ``received``, messages in
+``queued`` and reversals in ``pending`` (the drains' depths), the oldest payment waiting,
+unmatched and failed payments, and the last callback of each shortcode."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session, scoped_session
 
 from lenders.monitoring import Figures, Sample, monitor
 from payments.models import C2BPayment, CallbackLog, PaymentStatus, Shortcode, SmsMessage
+from payments.reconciliation_models import StatementLine
 
 log = logging.getLogger("marejesho.metrics")
 
@@ -172,3 +173,13 @@ def payment_figures(session: Session, now: datetime) -> Figures:
     return Figures(
         depths={"payments": received, "messages": queued}, details=details, gauges=gauges
     )
+
+
+@monitor.figures("reconciliation")
+def reconciliation_figures(session, now: datetime) -> Figures:
+    """The reversals drain's depth (a partial index of pending lines), for /healthz,
+    /metrics and the jobs screen."""
+    pending = session.scalar(
+        select(func.count()).select_from(StatementLine).where(StatementLine.outcome == "pending")
+    )
+    return Figures(depths={"reversals": pending or 0})

@@ -34,7 +34,6 @@ from lenders.jobs import wake_on_commit
 from lenders.models import (
     utcnow,
 )
-from lenders.money import format_kes
 from lenders.schedule import allocate_oldest_first
 from payments.matching import BorrowerFacts, Decision, LoanFacts, facts_for, identify, match_payment
 from payments.models import (
@@ -49,7 +48,7 @@ from payments.posting_sql import (
     TOLERANCES,
     write_batch,
 )
-from payments.sms import DEFAULT_TEMPLATES, ReceiptLine, compose_receipt
+from payments.sms import DEFAULT_TEMPLATES, ReceiptLine, compose_receipt, payment_notice_text
 
 ZERO = Decimal("0.00")
 
@@ -294,13 +293,9 @@ class Batch:
             if loan.officer_id:
                 officers.setdefault(loan.officer_id, []).append(loan.number)
         for officer_id, numbers in officers.items():
-            text = (
-                f"{payment.first_name or 'A borrower'} paid {format_kes(payment.amount)} "
-                f"({payment.trans_id}) to {', '.join(numbers)}"
-            )
             self.writes.notices.append(
-                {"staff_id": officer_id, "payment_id": payment.id, "text": text,
-                 "created_at": self.now}
+                {"staff_id": officer_id, "payment_id": payment.id, "kind": "payment",
+                 "text": payment_notice_text(payment, numbers), "created_at": self.now}
             )  # fmt: skip
 
     def flush(self) -> None:

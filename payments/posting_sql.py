@@ -131,7 +131,9 @@ _NEW_MESSAGE = {
     for name, dialect in (("sqlite", sqlite), ("postgresql", postgresql))
 }
 _NEW_NOTICE = {
-    name: _insert_ignoring(OfficerNotice.__table__, dialect.insert, ["staff_id", "payment_id"])
+    name: _insert_ignoring(
+        OfficerNotice.__table__, dialect.insert, ["staff_id", "payment_id", "kind"]
+    )
     for name, dialect in (("sqlite", sqlite), ("postgresql", postgresql))
 }
 

@@ -20,13 +20,12 @@ from sqlalchemy import select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from lenders.book import BookError, record_audit
+from lenders.book import record_audit
 from lenders.jobs import wake_on_commit
 from lenders.models import StaffUser
 from payments.backoffice import maker_checker_on
 from payments.daraja import DarajaError, DarajaUnavailable, Result, ServerError, UnexpectedResponse
 from payments.daraja_queries import callback_url, new_query
-from payments.intake import flag_for_review
 from payments.models import C2BPayment, PaymentStatus
 from payments.money_models import DarajaQuery, Reversal
 from payments.shortcodes import ShortcodeError, daraja_client, explain, initiator_credential
@@ -273,7 +272,7 @@ def _locked(session: Session, reversal_id: int) -> Reversal:
 
 def complete_reversal(session: Session, reversal: Reversal, result: Result) -> bool:
     """The money went back: the reversal is completed and the payment reversed, once."""
-    from payments.reversals import reverse_payment  # the books' side (#15 keeps the fuller one)
+    from payments.reversals import reverse_payment  # one path for every source of a reversal
 
     if not _move(
         session,
@@ -290,22 +289,16 @@ def complete_reversal(session: Session, reversal: Reversal, result: Result) -> b
     ):
         return False
     session.refresh(reversal)
-    payment = reversal.payment
-    try:
-        with session.begin_nested():
-            reverse_payment(
-                session,
-                payment,
-                source="reversal",
-                reason=reversal.reason,
-                actor=reversal.decided_by,
-                receipt=reversal.reversal_receipt,
-            )
-    except BookError as exc:
-        session.refresh(payment)
-        flag_for_review(
-            session, payment, f"Safaricom reversed {payment.trans_id} but the book refused: {exc}"
-        )
+    # Undone on the book, with its officers told; when the credit it left was spent the
+    # payment waits in review for a person (reverse_payment flags it, once).
+    reverse_payment(
+        session,
+        reversal.payment,
+        source="reversal_result",
+        reason=reversal.reason,
+        actor=reversal.decided_by,
+        receipt=reversal.reversal_receipt,
+    )
     return True
 
 

@@ -278,10 +278,7 @@ def notify_officers(session: Session, payment_id: int) -> int:
         if loan.officer_id and not repayment.reversed:
             officers.setdefault(loan.officer_id, []).append(loan.number)
     for officer_id, numbers in officers.items():
-        text = (
-            f"{payment.first_name or 'A borrower'} paid {format_kes(payment.amount)} "
-            f"({payment.trans_id}) to {', '.join(numbers)}"
-        )
+        text = payment_notice_text(payment, numbers)
         try:
             with session.begin_nested():
                 session.add(OfficerNotice(staff_id=officer_id, payment_id=payment_id, text=text))
@@ -289,6 +286,15 @@ def notify_officers(session: Session, payment_id: int) -> int:
         except IntegrityError:
             continue
     return made
+
+
+def payment_notice_text(payment, loan_numbers: list[str]) -> str:
+    """An officer's notice that a payment (``first_name``, ``amount``, ``trans_id``) landed
+    on their loans."""
+    return (
+        f"{payment.first_name or 'A borrower'} paid {format_kes(payment.amount)} "
+        f"({payment.trans_id}) to {', '.join(loan_numbers)}"
+    )
 
 
 def in_quiet_hours(settings: SmsSettings | None, now: datetime) -> bool:

@@ -56,6 +56,21 @@ POLICY = {
     "callbacks.index": {"admin"},
     "jobs.index": {"admin"},
     "jobs.requeue": {"admin"},
+    **{
+        f"reconciliation.{name}": {"admin"}
+        for name in (
+            "index",
+            "upload",
+            "statement_import",
+            "day",
+            "sign_day_off",
+            "print_day",
+            "changed",
+            "pull_panel",
+            "register_pull",
+            "pull_now",
+        )
+    },  # fmt: skip
     "health.healthz": None,
     "health.prometheus_metrics": None,
     "sms_callbacks.delivery_report": None,
@@ -143,6 +158,16 @@ URLS = {
     ("POST", "/payments/notices/read"),
     ("GET", "/payments/reassignments/"),
     ("POST", "/payments/reassignments/<int:request_id>/<any(approve, reject):decision>"),
+    ("GET", "/payments/reconciliation/"),
+    ("GET", "/payments/reconciliation/changed"),
+    ("GET", "/payments/reconciliation/days/"),
+    ("GET", "/payments/reconciliation/days/<int:shortcode_id>/<day_text>/print"),
+    ("POST", "/payments/reconciliation/days/<int:shortcode_id>/<day_text>/sign-off"),
+    ("GET", "/payments/reconciliation/imports/<int:import_id>"),
+    ("GET", "/payments/reconciliation/pull/<int:shortcode_id>"),
+    ("POST", "/payments/reconciliation/pull/<int:shortcode_id>/now"),
+    ("POST", "/payments/reconciliation/pull/<int:shortcode_id>/register"),
+    ("POST", "/payments/reconciliation/upload"),
     ("POST", "/payments/reprocess"),
     ("POST", "/payments/settings/maker-checker"),
     ("GET", "/payments/sms/"),

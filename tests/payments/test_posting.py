@@ -1,9 +1,11 @@
 """The payments drain posts a batch set-based (payments/posting.py); the single-payment path
 (payments.processing, the ORM) posts one at a time. Both must leave the same books: the same
-decisions, repayments, allocations, balances, credit, audit trail, receipts and notices."""
+decisions, repayments, allocations, balances, credit, audit trail, receipts and notices, on
+SQLite and on PostgreSQL, for every MSISDN form and several payments of one borrower."""
 
 from __future__ import annotations
 
+import hashlib
 import random
 import shutil
 from datetime import date, timedelta
@@ -28,8 +30,9 @@ from lenders.models import (
 )
 from lenders.phones import masked_key, phone_sha256
 from payments.jobs import post_one_by_one
-from payments.models import C2BPayment, OfficerNotice, SmsMessage
+from payments.models import C2BPayment, OfficerNotice, PaymentStatus, SmsMessage
 from payments.posting import post_batch
+from payments.processing import post_claimed_payment
 from tests.payments.conftest import c2b_body, record_unprocessed
 
 D = Decimal
@@ -152,7 +155,8 @@ def books() -> dict:
             for m in s.scalars(select(SmsMessage))
         ),
         "notices": sorted(
-            (n.staff_id, receipts[n.payment_id], n.text) for n in s.scalars(select(OfficerNotice))
+            (n.staff_id, receipts[n.payment_id], n.kind, n.text)
+            for n in s.scalars(select(OfficerNotice))
         ),
     }
 
@@ -186,5 +190,73 @@ def test_a_batch_leaves_the_same_books_as_posting_one_by_one(
     assert {"posted", "unmatched"} <= statuses and "received" not in statuses
     assert any(row[3] for row in batched["payments"])  # some overpayment held as credit
     assert any(len(row[7]) > 1 for row in batched["payments"])  # some spilled to a 2nd loan
+    for part, rows in batched.items():
+        assert rows == one_by_one[part], part
+
+
+@pytest.fixture
+def backlog(shortcode, make_staff, make_borrower, make_loan):
+    """Borrowers of every kind and forty payments to them waiting in ``received``: several to
+    one borrower (the second sees what the first did), spills and credit, a loan closed by an
+    earlier payment of the batch, opted-out, phoneless and Swahili borrowers, and payers by
+    plain, hashed and masked MSISDN (a masked one whose name does not fit)."""
+    officer, other = make_staff(), make_staff()
+    jane = make_borrower("Jane Wanjiku", phones=("0712345678",))
+    peter = make_borrower("Peter Otieno Kamau", phones=("0722000111", "0733000222"))
+    quiet = make_borrower("Quiet Borrower", phones=("0744000333",))
+    nophone = make_borrower("No Phone", phones=())
+    amina = make_borrower("Amina Hassan", phones=("0755000444",))
+    quiet.sms_opt_out, amina.sms_language = True, "sw"
+    db.session.commit()
+    make_loan(borrower=jane, number="LOAN-000101", principal="1000.00", interest="0", fees="0",
+              installments=2, officer=officer)  # fmt: skip
+    make_loan(borrower=jane, number="LOAN-000102", principal="3000.00", interest="0", fees="0",
+              installments=3, officer=other, disbursed_on=date(2025, 3, 1))  # fmt: skip
+    make_loan(borrower=peter, number="LOAN-000201", officer=officer)
+    make_loan(borrower=quiet, number="LOAN-000301", officer=officer)
+    make_loan(borrower=nophone, number="LOAN-000401")
+    make_loan(borrower=amina, number="LOAN-000501", principal="500.00", interest="0", fees="0",
+              installments=1, officer=other)  # fmt: skip
+    hashed = hashlib.sha256(b"254733000222").hexdigest()
+    bodies = [
+        c2b_body(TransAmount="400.00", BillRefNumber="LOAN-000101"),
+        c2b_body(TransAmount="700.00", BillRefNumber="loan 101"),  # closes it and spills
+        c2b_body(TransAmount="2500.00", BillRefNumber="", MSISDN="254712345678"),  # amount
+        c2b_body(TransAmount="5000.00", BillRefNumber="LOAN-000102"),  # leaves credit
+        c2b_body(TransAmount="100.00", BillRefNumber="", MSISDN="254712345678"),  # no loan
+        c2b_body(TransAmount="1000.00", BillRefNumber="", MSISDN="254722000111"),
+        c2b_body(TransAmount="1000.00", BillRefNumber="", MSISDN=hashed),
+        c2b_body(
+            TransAmount="300.00", BillRefNumber="", MSISDN="2547 ***** 222", FirstName="PETER"
+        ),  # fmt: skip
+        c2b_body(TransAmount="300.00", BillRefNumber="", MSISDN="2547 ***** 222", FirstName="X"),
+        c2b_body(TransAmount="250.00", BillRefNumber="LOAN-000301"),  # opted out
+        c2b_body(TransAmount="250.00", BillRefNumber="LOAN-000401"),  # no phone
+        c2b_body(TransAmount="600.00", BillRefNumber="LOAN-000501"),  # Swahili, spills to credit
+        c2b_body(TransAmount="50.00", BillRefNumber="LOAN-000501"),  # its loan is closed now
+        c2b_body(TransAmount="80.00", BillRefNumber="nobody", MSISDN="254799999999"),
+        c2b_body(TransAmount="90.00", BillRefNumber="", MSISDN=""),
+    ]
+    bodies += [c2b_body(TransAmount=f"{10 + n}.00", BillRefNumber="LOAN-000201") for n in range(25)]
+    ids = [record_unprocessed(shortcode, body).payment_id for body in bodies]
+    db.session.commit()
+    return ids
+
+
+@pytest.mark.both_databases
+def test_a_batch_posts_what_the_orm_path_posts_on_either_database(app, backlog):
+    for payment_id in backlog:  # one by one, in one transaction that is then undone
+        post_claimed_payment(db.session, payment_id)
+    one_by_one = books()
+    db.session.rollback()
+
+    taken = post_batch(db.session, backlog, lender=app.config["LENDER_NAME"])
+    batched = books()
+    db.session.rollback()
+
+    assert sorted(taken) == sorted(backlog)
+    assert set(taken.values()) == {PaymentStatus.POSTED, PaymentStatus.UNMATCHED}
+    assert any(row[6] for row in batched["messages"])  # some receipts skipped, and why
+    assert {row[2] for row in batched["notices"]} == {"payment"}
     for part, rows in batched.items():
         assert rows == one_by_one[part], part

@@ -1,0 +1,149 @@
+"""Many rows in one statement, for the paths that write thousands at once (a statement's
+lines and gaps, the payments drain's batches).
+
+PostgreSQL: one ``INSERT … SELECT … FROM unnest(array, array, …)`` or ``UPDATE … FROM
+unnest(…)`` per call, the columns sent as arrays: the server plans one statement, where
+``executemany`` would make it run one per row (100,000 lines cost seconds of round trips and
+executor start-ups). SQLite (in-process, no round trips): the driver's ``executemany``, each
+value through its column type's converter. Both in the caller's transaction."""
+
+from __future__ import annotations
+
+import json
+
+from sqlalchemy import ARRAY, JSON, Table, any_, bindparam, update
+from sqlalchemy.dialects import sqlite
+from sqlalchemy.orm import Session
+
+from lenders.database import bind_converter
+
+
+def q(name: str) -> str:
+    """A quoted identifier (``before``, ``after`` and ``at`` are audit_event's columns)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _postgres(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def one_of(session: Session, column, values):
+    """``column IN (values)``; on PostgreSQL ``column = ANY(array)``: one parameter, and a
+    plan that does not grow with thousands of values."""
+    values = list(values)
+    if _postgres(session):
+        return column == any_(bindparam(None, values, type_=ARRAY(column.type)))
+    return column.in_(values)
+
+
+def _arrays(session: Session, table: Table, columns: list[str], rows: list[dict]):
+    """Per column: its SQL type (for the array's cast), whether it is JSON, its values."""
+    dialect = session.get_bind().dialect
+    found = []
+    for name in columns:
+        column = table.c[name]
+        is_json = isinstance(column.type, JSON)
+        convert = None if is_json else bind_converter(column.type, dialect)
+        values = [row[name] for row in rows]
+        if is_json:
+            values = [None if v is None else json.dumps(v) for v in values]
+        elif convert is not None:
+            values = [None if v is None else convert(v) for v in values]
+        sql_type = "text" if is_json else column.type.compile(dialect=dialect)
+        found.append((name, sql_type, is_json, values))
+    return found
+
+
+def insert_rows(
+    session: Session,
+    table: Table,
+    rows: list[dict],
+    *,
+    conflict: list[str] | None = None,
+    returning: tuple[str, ...] = (),
+) -> list[tuple] | int:
+    """INSERT ``rows`` (each with the same keys) into ``table``; with ``conflict``, a row
+    whose key is there already is skipped (ON CONFLICT DO NOTHING). Returns the
+    ``returning`` columns of the rows written (in no particular order), or, without
+    ``returning``, how many were written."""
+    if not rows:
+        return [] if returning else 0
+    columns = list(rows[0])
+    if not _postgres(session):
+        return _sqlite_insert(session, table, rows, conflict, returning)
+    arrays = _arrays(session, table, columns, rows)
+    unnest = ", ".join(f"%s::{sql_type}[]" for _, sql_type, _, _ in arrays)
+    picked = ", ".join(f"u.{q(n)}::json" if is_json else f"u.{q(n)}" for n, _, is_json, _ in arrays)
+    names = ", ".join(q(c) for c in columns)
+    sql = (
+        f"INSERT INTO {q(table.name)} ({names}) SELECT {picked} FROM unnest({unnest}) AS u({names})"
+    )
+    if conflict:
+        sql += f" ON CONFLICT ({', '.join(q(c) for c in conflict)}) DO NOTHING"
+    if returning:
+        sql += f" RETURNING {', '.join(q(c) for c in returning)}"
+    cursor = session.connection().connection.driver_connection.cursor()
+    try:
+        cursor.execute(sql, [values for _, _, _, values in arrays])
+        return [tuple(row) for row in cursor.fetchall()] if returning else cursor.rowcount
+    finally:
+        cursor.close()
+
+
+def _sqlite_insert(session, table, rows, conflict, returning) -> list[tuple] | int:
+    statement = sqlite.insert(table)
+    if conflict:
+        statement = statement.on_conflict_do_nothing(index_elements=conflict)
+    if returning:
+        statement = statement.returning(*(table.c[name] for name in returning))
+        return [tuple(row) for row in session.execute(statement, rows)]
+    connection = session.connection()
+    dialect = connection.dialect
+    keys = list(rows[0])
+    compiled = statement.compile(dialect=dialect, column_keys=keys)
+    order = compiled.positiontup
+    converters = [bind_converter(compiled.binds[name].type, dialect) for name in order]
+    params = [
+        [
+            c(row[k]) if c is not None and row[k] is not None else row[k]
+            for k, c in zip(order, converters, strict=True)
+        ]
+        for row in rows
+    ]
+    cursor = connection.connection.driver_connection.cursor()
+    try:
+        cursor.executemany(str(compiled), params)
+        return cursor.rowcount
+    finally:
+        cursor.close()
+
+
+def update_rows(session: Session, table: Table, key: str, rows: list[dict]) -> None:
+    """UPDATE ``table`` by ``key``: each row carries its key and the columns to set."""
+    if not rows:
+        return
+    columns = [c for c in rows[0] if c != key]
+    if not _postgres(session):
+        session.execute(
+            update(table)
+            .where(table.c[key] == bindparam("_key"))
+            .values({c: bindparam(f"_{c}") for c in columns}),
+            [{"_key": row[key], **{f"_{c}": row[c] for c in columns}} for row in rows],
+        )
+        return
+    arrays = _arrays(session, table, [key, *columns], rows)
+    unnest = ", ".join(f"%s::{sql_type}[]" for _, sql_type, _, _ in arrays)
+    assign = ", ".join(
+        f"{q(name)} = u.{q(name)}::json" if is_json else f"{q(name)} = u.{q(name)}"
+        for name, _, is_json, _ in arrays[1:]
+    )
+    names = ", ".join(q(c) for c in [key, *columns])
+    sql = (
+        f"UPDATE {q(table.name)} SET {assign} FROM unnest({unnest}) AS u({names}) "
+        f"WHERE {q(table.name)}.{q(key)} = u.{q(key)}"
+    )
+    cursor = session.connection().connection.driver_connection.cursor()
+    try:
+        cursor.execute(sql, [values for _, _, _, values in arrays])
+    finally:
+        cursor.close()
