@@ -120,6 +120,11 @@ stop-prod:
 	-[ ! -f $(PROD_DIR)/pg/PG_VERSION ] || $(AS_POSTGRES) $(PG_BIN)/pg_ctl -D $(PROD_DIR)/pg -m fast stop
 	-redis-cli -p $(PROD_REDIS_PORT) shutdown nosave 2>/dev/null
 
+# Tests run in parallel (pytest-xdist): a process per core and one more, as many tests wait
+# on a subprocess, a browser or a timer; at most 4 (each has its own PostgreSQL and Redis
+# database). Idle processes take tests from busy ones. PYTEST_ARGS="-n 0" runs them here.
+TEST_PROCESSES ?= $(shell $(PYTHON) -c 'import os; print(min(4, (os.cpu_count() or 1) + 1))')
+PYTEST_ARGS ?= -n $(TEST_PROCESSES) --dist worksteal
 test: install-dev assets
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 

@@ -30,6 +30,7 @@ from flask_migrate import upgrade
 from hypothesis import HealthCheck, settings
 from jinja2 import BytecodeCache, StrictUndefined
 from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 from werkzeug.serving import make_server
 
 from app import create_app
@@ -38,8 +39,27 @@ from lenders.extensions import db
 from lenders.models import Borrower, BorrowerPhone, Loan, StaffUser
 from lenders.phones import canonical_phone, masked_key, phone_sha256
 
-POSTGRES_URL = os.environ.get("MAREJESHO_TEST_POSTGRES_URL")
-REDIS_URL = os.environ.get("MAREJESHO_TEST_REDIS_URL")
+# Under pytest-xdist (``make test`` runs one worker per core) each worker has a database
+# and a Redis database of its own: worker gw1 uses mj_test_gw1 (created on first use) and
+# Redis database 15 - 1 when the URL names 15.
+WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+
+
+def per_worker(url: str | None, kind: str) -> str | None:
+    if not url or not WORKER:
+        return url
+    n = int(WORKER.removeprefix("gw"))
+    if kind == "redis":
+        base, _, number = url.rpartition("/")
+        if not number.isdigit() or int(number) < n:
+            raise pytest.UsageError(f"{url}: name a Redis database of at least {n}")
+        return f"{base}/{int(number) - n}"
+    parsed = make_url(url)
+    return parsed.set(database=f"{parsed.database}_{WORKER}").render_as_string(False)
+
+
+POSTGRES_URL = per_worker(os.environ.get("MAREJESHO_TEST_POSTGRES_URL"), "postgresql")
+REDIS_URL = per_worker(os.environ.get("MAREJESHO_TEST_REDIS_URL"), "redis")
 CHROMIUM = os.environ.get("MAREJESHO_TEST_CHROMIUM")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 PASSWORD = "correct horse battery"
@@ -128,11 +148,23 @@ def sqlite_template(tmp_path_factory):
     return path
 
 
+def create_database(url: str) -> None:
+    """Create the worker's PostgreSQL database beside the configured one, once."""
+    name = make_url(url).database
+    server = create_engine(make_url(url).set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with server.connect() as conn:
+        if not conn.scalar(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}):
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    server.dispose()
+
+
 @pytest.fixture(scope="session")
 def postgres_ready():
     """The PostgreSQL test database, emptied and upgraded once per run; an engine on it
     stays open to empty it again before each test."""
     url = need("PostgreSQL (MAREJESHO_TEST_POSTGRES_URL)", POSTGRES_URL)
+    if WORKER:
+        create_database(url)
     app = create_app(test_config(url))
     with app.app_context():
         with db.engine.begin() as conn:
