@@ -9,7 +9,7 @@ checks in code, keep a phone to one open prompt and a payment to one live revers
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from sqlalchemy import JSON, CheckConstraint, ForeignKey, Index, String, Text, text
@@ -17,10 +17,13 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from lenders.extensions import db
 from lenders.models import Loan, StaffUser, UTCDateTime, utcnow
-from payments.models import C2BPayment, Money, Shortcode, new_callback_token
+from payments.models import C2BPayment, Money, PaymentStatus, Shortcode, new_callback_token
 
 STK_STATUSES = ("sending", "pending", "completed", "failed", "cancelled", "expired")
 OPEN_STK = ("sending", "pending")  # Safaricom may still prompt the phone
+# How long the loan page watches a paid prompt for its payment to reach the loan (the drain
+# posts in about a second; a prompt settled by STK Query waits for the C2B confirmation).
+POSTING_WATCH = timedelta(minutes=2)
 _OPEN_STK_SQL = "status IN ('sending', 'pending')"
 
 
@@ -85,6 +88,15 @@ class StkRequest(db.Model):
     @property
     def is_open(self) -> bool:
         return self.status in OPEN_STK
+
+    @property
+    def posting(self) -> bool:
+        """Paid, and its payment not on the loan yet (watched for ``POSTING_WATCH``)."""
+        if self.status != "completed" or self.settled_at is None:
+            return False
+        if self.payment is not None and self.payment.status != PaymentStatus.RECEIVED:
+            return False
+        return utcnow() - self.settled_at < POSTING_WATCH
 
 
 QUERY_KINDS = ("status", "balance")

@@ -128,11 +128,15 @@ def prompt(number: str):
 @bp.get("/prompts/<int:request_id>")
 @roles("admin", "officer")
 def prompt_status(request_id: int):
-    """One prompt's status; it polls itself until the prompt is settled."""
+    """One prompt's status; it polls itself until the prompt is settled and its payment is
+    on the loan, and then tells the loan page to refresh its figures (``loan-changed``)."""
     found = db.session.get(StkRequest, request_id)
     if found is None or get_loan(db.session, current_user, found.loan.number) is None:
         abort(404)
-    return render_fragment(LOAN, "prompt", p=found)
+    response = render_fragment(LOAN, "prompt", p=found)
+    if found.status == "completed" and not found.posting:
+        response.headers["HX-Trigger"] = "loan-changed"
+    return response
 
 
 @bp.get("/shortcodes/<int:shortcode_id>/balance")

@@ -102,6 +102,8 @@ def test_the_stk_button_shows_the_prompt_settling_live(
     amount = panel.get_by_label("Amount (KES)")
     assert int(amount.input_value()) > 0  # what is due now
     amount.fill("500")
+    summary = page.locator("#loan-summary")
+    paid_before = summary.locator("div", has_text="Paid").last.inner_text()
     shoot(page, "stk-button")
 
     panel.get_by_role("button", name="Send M-Pesa prompt").click()
@@ -116,9 +118,10 @@ def test_the_stk_button_shows_the_prompt_settling_live(
     expect(prompt).not_to_have_attribute("hx-trigger", re.compile(".*"))  # polling stopped
     receipt = prompt.get_by_role("link").inner_text()
     assert re.fullmatch(r"[A-Z0-9]{10}", receipt)
-    shoot(page, "stk-paid")
-    page.reload()
+    # the payment on the loan without a reload: the figures and the repayments refresh
     expect(page.locator("#repayments")).to_contain_text(receipt)
+    expect(summary.locator("div", has_text="Paid").last).not_to_have_text(paid_before)
+    shoot(page, "stk-paid")
     assert browser_errors.unexpected() == []
 
 
