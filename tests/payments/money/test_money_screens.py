@@ -25,7 +25,7 @@ def test_the_stk_button_prompts_and_its_status_polls_until_settled(app, paybill,
     assert f'hx-get="/money/loans/{loan.number}/panel"' in page
     panel = client.hx_get(f"/money/loans/{loan.number}/panel").get_data(as_text=True)
     assert "Send M-Pesa prompt" in panel and 'value="10000"' in panel  # what is due now
-    phone = loan.borrower.phones[0].number
+    phone, paid_before = loan.borrower.phones[0].number, loan.paid
 
     answer = client.hx_post(
         f"/money/loans/{loan.number}/prompt", data={"amount": "2500", "phone": phone}
@@ -35,11 +35,22 @@ def test_the_stk_button_prompts_and_its_status_polls_until_settled(app, paybill,
     assert (made.amount, made.requested_by_id) == (2500, officer.id)
 
     def settled():
-        fragment = client.hx_get(f"/money/prompts/{made.id}").get_data(as_text=True)
-        return 'data-status="completed"' in fragment and fragment
+        answer = client.hx_get(f"/money/prompts/{made.id}")
+        fragment = answer.get_data(as_text=True)
+        if 'data-status="completed"' not in fragment:
+            assert answer.headers.get("HX-Trigger") is None
+            return None
+        if "hx-trigger" in fragment:  # paid, and the payment not on the loan yet
+            assert "Putting it on the loan" in fragment
+            assert answer.headers.get("HX-Trigger") is None
+            return None
+        return answer
 
-    fragment = eventually(settled)
-    assert "hx-trigger" not in fragment and "Paid." in fragment  # polling stops
+    answer = eventually(settled)
+    fragment = answer.get_data(as_text=True)
+    assert "Paid." in fragment and "Putting it on the loan" not in fragment  # polling stops
+    assert answer.headers["HX-Trigger"] == "loan-changed"  # the loan page refreshes its figures
+    assert db.session.get(type(loan), loan.id).paid == paid_before + 2500
     assert re.search(r'href="/payments/\d+">TK|href="/payments/\d+">[A-Z0-9]{10}<', fragment)
 
 
