@@ -95,6 +95,15 @@ def test_each_demo_payment_moves_the_balance_by_its_amount(runner, emu, marejesh
     now = datetime.now(UTC)
     pulled = daraja.query_pull(DEMO_SHORTCODE, now - timedelta(hours=1), now + timedelta(hours=1))
     assert sorted(row["transactionId"] for row in pulled) == sorted(r for r, _, _ in made)
+    today = (now + timedelta(hours=3)).date().isoformat()  # Nairobi's day
+    answer = requests.get(
+        f"{emu.url}/_emulator/statement.csv",
+        params={"shortcode": DEMO_SHORTCODE, "from": today, "to": today},
+        timeout=5,
+    )
+    rows = list(csv.reader(io.StringIO(answer.content.decode("utf-8-sig"))))
+    lines = rows[rows.index(list(HEADER)) + 1 :]
+    assert [line[0] for line in lines] == [r for r, _, _ in reversed(made)]
 
 
 @pytest.mark.both_databases
@@ -206,6 +215,31 @@ def test_no_emulator_no_payment_and_a_clear_line(runner, marejesho):
     assert "has not answered for" in result.output
     assert result.output.count("does not answer") == 1  # said once, not at every try
     assert db.session.scalar(select(db.func.count()).select_from(C2BPayment)) == 0
+
+
+@pytest.mark.parametrize(
+    ("order", "error"),
+    [
+        ({"msisdn": "254712345678", "notice": {}}, "confirmation_url"),
+        ({"confirmation_url": "http://127.0.0.1:9/c", "notice": {}}, "msisdn"),
+        ({"confirmation_url": "http://127.0.0.1:9/c", "msisdn": "254712345678"}, "notice"),
+        (
+            {
+                "confirmation_url": "http://127.0.0.1:9/c",
+                "msisdn": "254712345678",
+                "notice": {"BusinessShortCode": "600984", "TransAmount": "ten"},
+            },
+            "TransAmount",
+        ),
+    ],
+)
+def test_a_demo_payment_it_cannot_use_is_refused_and_moves_nothing(emu, order, error):
+    answer = requests.post(f"{emu.url}/_emulator/demo-payments", json=order, timeout=5)
+    assert answer.status_code == 400 and error in answer.json()["error"]
+    statement = requests.get(
+        f"{emu.url}/_emulator/statement.csv", params={"shortcode": "600984"}, timeout=5
+    )
+    assert statement.text.splitlines()[-1] == ",".join(HEADER)
 
 
 def test_the_statement_wants_a_shortcode_and_readable_bounds(emu):
