@@ -4,7 +4,11 @@ downloads there and uploads on Reconciliation: a few lines about the organisatio
 as a negative Withdrawn, and the utility account's Balance after each line. Read from the
 emulator's ledger, so it holds everything that moved money (payments whose callback was
 dropped included, reversals with their Linked Transaction ID, B2C payouts) and its Balance
-is the OrgAccountBalance the confirmations carried."""
+is the OrgAccountBalance the confirmations carried.
+
+Written with ``csv`` itself, not the product's writer (``lenders/csvfile.py``): this is
+Safaricom's file, not one the product writes, and the product's formula guard would turn a
+negative Withdrawn or an account reference typed as ``-12`` into text no portal writes."""
 
 from __future__ import annotations
 
