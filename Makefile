@@ -60,8 +60,10 @@ demo: migrate
 	$(FLASK) lenders load-demo
 	$(FLASK) payments load-demo
 
-# The app, and beside it a loop that pays the demo paybill every few seconds. The callback
-# URLs it prints and the demo traffic follow HOST and PORT unless PUBLIC_BASE_URL is set.
+# The app, and beside it a loop that pays the demo paybill every few seconds through the
+# emulator started here (which confirms each payment to the app with the paybill's running
+# balance, and keeps the statement at /_emulator/). The callback URLs it prints and the
+# demo traffic follow HOST and PORT unless PUBLIC_BASE_URL is set.
 run: export PUBLIC_BASE_URL ?= http://$(HOST):$(PORT)
 run: install assets demo
 	@echo "Callback URLs (Safaricom calls these):"
@@ -69,7 +71,8 @@ run: install assets demo
 	@echo "Marejesho at http://$(HOST):$(PORT)/ (Ctrl-C stops it)"
 	@echo "Daraja emulator at http://$(HOST):$(EMULATOR_PORT)/"
 	@$(FLASK) emulator serve --host $(HOST) --port $(EMULATOR_PORT) & emulator=$$!; \
-	  $(FLASK) emulator demo-traffic --every $(DEMO_EVERY) & demo=$$!; \
+	  $(FLASK) emulator demo-traffic --every $(DEMO_EVERY) \
+	    --emulator http://$(HOST):$(EMULATOR_PORT) & demo=$$!; \
 	  trap 'kill $$demo $$emulator 2>/dev/null' EXIT INT TERM; \
 	  MAREJESHO_DARAJA_SANDBOX_URL=$${MAREJESHO_DARAJA_SANDBOX_URL:-http://$(HOST):$(EMULATOR_PORT)} \
 	  $(FLASK) run --host $(HOST) --port $(PORT)
@@ -111,7 +114,8 @@ run-prod: install assets
 	@$(PROD_ENV) $(FLASK) payments shortcodes
 	@echo "Marejesho (production shape) at http://$(HOST):$(PROD_PORT)/ (Ctrl-C stops it)"
 	@$(PROD_ENV) $(FLASK) emulator serve --host $(HOST) --port $(EMULATOR_PORT) & emulator=$$!; \
-	  $(PROD_ENV) $(FLASK) emulator demo-traffic --every $(DEMO_EVERY) & demo=$$!; \
+	  $(PROD_ENV) $(FLASK) emulator demo-traffic --every $(DEMO_EVERY) \
+	    --emulator http://$(HOST):$(EMULATOR_PORT) & demo=$$!; \
 	  trap 'kill $$demo $$emulator 2>/dev/null' EXIT INT TERM; \
 	  $(PROD_ENV) BIND=$(HOST):$(PROD_PORT) $(BIN)/honcho start -f Procfile
 

@@ -67,6 +67,7 @@ def settle(emu: Emulator, job: dict) -> None:
         return
     moment, code = checked
     amount = job["amount"]
+    receipt = make.receipt(moment)
     with emu.lock:  # the balance check and the debit together
         if code == 0 and amount < 10:
             code = 2
@@ -74,8 +75,17 @@ def settle(emu: Emulator, job: dict) -> None:
             code = 3
         elif code == 0 and emu.account(job["party_a"])["Utility Account"] < amount:
             code = 1
-        utility = emu.move(job["party_a"], -amount) if code == 0 else None
-    receipt = make.receipt(moment)
+        if code == 0:
+            payee = emu.public_name(job["party_b"])
+            utility = emu.move(
+                job["party_a"],
+                -amount,
+                receipt=receipt,
+                moment=moment,
+                reason="Business Payment to Customer via API",
+                details=f"Business Payment to {payee}",
+                party=payee,
+            )
     parameters = None
     if code == 0:
         account = emu.account(job["party_a"])

@@ -116,9 +116,8 @@ def pay(emu: Emulator, shortcode: str, amount, payer: str, bill_ref: str, comman
             emu.courier.record("payment", trans_id, "cancelled")
             return
         notice["ThirdPartyTransID"] = third_party
-    balance = emu.move(shortcode, amount)
-    with emu.lock:
-        emu.payments[trans_id] = {
+    balance = emu.record_payment(
+        {
             "receipt": trans_id,
             "kind": "c2b",
             "shortcode": shortcode,
@@ -127,7 +126,9 @@ def pay(emu: Emulator, shortcode: str, amount, payer: str, bill_ref: str, comman
             "bill_ref": notice["BillRefNumber"],
             "moment": moment,
             "reversed": False,
+            "transaction_type": notice["TransactionType"],
         }
+    )
     if registration is None:
         emu.courier.record("confirmation", trans_id, "no URLs registered")
         return
@@ -155,3 +156,56 @@ def validate(emu: Emulator, registration: dict, notice: dict) -> tuple[str, str]
     verdict = "accepted" if data.get("ResultCode") in (0, "0") else "rejected"
     emu.courier.record("validation", trans_id, verdict, status)
     return verdict, str(data.get("ThirdPartyTransID") or "")
+
+
+def demo_payment(emu: Emulator, order: dict) -> dict:
+    """A payment the demo traffic makes up (``POST /_emulator/demo-payments``), received as
+    a simulated one is: M-Pesa's part (TransID, TransTime, OrgAccountBalance from the
+    shortcode's running balance) is written here, the rest of ``order["notice"]`` is kept
+    as the demo wrote it (its masked or hashed MSISDN, odd account and names); the payment
+    is kept for Pull Transactions, status, reversals and the statement, under the payer's
+    real number ``order["msisdn"]``; and the confirmation goes to
+    ``order["confirmation_url"]`` through the courier, so the fault switches apply (no
+    validation: the demo has no registered URLs). The confirmation as sent; raises
+    Refusal for an order that lacks one of these."""
+    notice = order.get("notice")
+    if not isinstance(notice, dict):
+        raise invalid("notice")
+    url = emu.callback_url(order.get("confirmation_url"), "confirmation_url")
+    payer = msisdn(order.get("msisdn"), "msisdn")
+    shortcode = str(notice.get("BusinessShortCode") or "").strip()
+    if not shortcode.isdigit() or not 5 <= len(shortcode) <= 7:
+        raise invalid("BusinessShortCode")
+    amount = whole_amount(notice.get("TransAmount"), "TransAmount")
+    moment = make.now_nairobi()
+    names = [str(notice.get(k) or "").strip() for k in ("FirstName", "MiddleName", "LastName")]
+    shown = " ".join(n for n in names if n)
+    body = dict(notice)
+    with emu.lock:
+        trans_id = make.receipt(moment)
+        while trans_id in emu.payments:
+            trans_id = make.receipt(moment)
+        body |= {
+            "TransID": trans_id,
+            "TransTime": moment.strftime("%Y%m%d%H%M%S"),
+            "TransAmount": make.money(amount),
+            "BusinessShortCode": shortcode,
+        }
+        balance = emu.record_payment(
+            {
+                "receipt": trans_id,
+                "kind": "c2b",
+                "shortcode": shortcode,
+                "amount": amount,
+                "msisdn": payer,
+                "bill_ref": str(body.get("BillRefNumber") or ""),
+                "moment": moment,
+                "reversed": False,
+                "transaction_type": body.get("TransactionType"),
+                "names": tuple(names) if names[0] else None,  # Pull's sender
+            },
+            party=f"{payer} - {shown}" if shown else payer,
+        )
+    body["OrgAccountBalance"] = make.money(balance)
+    emu.courier.spawn(emu.courier.deliver, "confirmation", trans_id, url, body)
+    return body

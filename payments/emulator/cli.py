@@ -55,21 +55,49 @@ def serve_command(host: str, port: int, config_file) -> None:
 @click.option("--every", default=5.0, show_default=True, help="Seconds between payments.")
 @click.option("--count", type=int, default=None, help="Stop after this many (default: never).")
 @click.option("--seed", type=int, default=None)
+@click.option(
+    "--emulator",
+    "emulator_url",
+    help="The Daraja emulator the payments go through (default: MAREJESHO_DARAJA_SANDBOX_URL,"
+    " else http://127.0.0.1:5055).",
+)
+@click.option(
+    "--give-up-after",
+    type=float,
+    default=None,
+    help="Stop when the emulator has not answered for this many seconds (default: wait).",
+)
 @with_appcontext
-def demo_traffic_command(every: float, count: int | None, seed: int | None) -> None:
-    """Send realistic confirmations for the demo paybill to this app's callback URL."""
+def demo_traffic_command(
+    every: float,
+    count: int | None,
+    seed: int | None,
+    emulator_url: str | None,
+    give_up_after: float | None,
+) -> None:
+    """Pay the demo paybill through the Daraja emulator, which confirms each payment to this
+    app's callback URL with the paybill's running balance. While the emulator is down no
+    payment is made: it says so and waits."""
     refuse_in_production("demo traffic")
     from sqlalchemy.orm import Session
 
     from lenders.extensions import db
-    from payments.emulator.demo_traffic import send_demo_traffic
+    from payments.emulator.demo_traffic import DemoTrafficStopped, send_demo_traffic
 
     engine = db.engine
-    send_demo_traffic(
-        lambda: Session(engine),
-        current_app.config["PUBLIC_BASE_URL"],
-        every=every,
-        count=count,
-        seed=seed,
-        echo=click.echo,
+    emulator_url = (
+        emulator_url or current_app.config.get("DARAJA_SANDBOX_URL") or "http://127.0.0.1:5055"
     )
+    try:
+        send_demo_traffic(
+            lambda: Session(engine),
+            current_app.config["PUBLIC_BASE_URL"],
+            emulator_url.rstrip("/"),
+            every=every,
+            count=count,
+            seed=seed,
+            echo=click.echo,
+            give_up_after=give_up_after,
+        )
+    except DemoTrafficStopped as exc:
+        raise click.ClickException(str(exc)) from None

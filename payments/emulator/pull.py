@@ -85,7 +85,7 @@ def query():
             "transactionId": p["receipt"],
             "trxDate": p["moment"].astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "msisdn": int(p["msisdn"]),
-            "sender": emu.names(p["msisdn"])[0],
+            "sender": (p.get("names") or emu.names(p["msisdn"]))[0],
             "transactiontype": "c2b-pay-bill-debit",
             "billreference": p["bill_ref"],
             "amount": make.money(p["amount"]),

@@ -45,6 +45,7 @@ def settle(emu: Emulator, job: dict) -> None:
         return
     moment, code = checked
     parameters = None
+    receipt = make.receipt(moment)
     if code == 0:
         with emu.lock:
             payment = emu.payments.get(job["transaction_id"])
@@ -55,7 +56,17 @@ def settle(emu: Emulator, job: dict) -> None:
             else:
                 payment["reversed"] = True
         if code == 0:
-            balance = emu.move(payment["shortcode"], -payment["amount"])
+            original = payment["receipt"]
+            balance = emu.move(
+                payment["shortcode"],
+                -payment["amount"],
+                receipt=receipt,
+                moment=moment,
+                reason="Reversal",
+                details=f"Reversal of transaction {original}",
+                party=emu.public_name(payment["msisdn"]),
+                linked=original,
+            )
             parameters = [
                 ("DebitAccountBalance", make.account_line("Utility Account", balance)),
                 ("Amount", float(payment["amount"])),
@@ -70,7 +81,7 @@ def settle(emu: Emulator, job: dict) -> None:
         "reversal_result",
         job,
         result_code=code,
-        transaction_id=make.receipt(moment),
+        transaction_id=receipt,
         parameters=parameters,
         reference=("QueueTimeoutURL", make.QUEUE_TIMEOUT_REFERENCE.format("reversal")),
     )

@@ -58,6 +58,7 @@ def serve(host: str = "127.0.0.1", port: int = 5055, config: dict | None = None,
         )
     echo(f"  certificate for SecurityCredentials: {base}/_emulator/certificate")
     echo(f"  fault switches: {base}/_emulator/faults")
+    echo(f"  M-Pesa statements to upload on Reconciliation: {base}/_emulator/")
     run_simple(host, port, app, threaded=True, use_reloader=False)
 
 

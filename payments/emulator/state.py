@@ -113,6 +113,9 @@ class Emulator:
         self.prompted: set[str] = set()  # subscribers with an open prompt
         self.disbursements: dict[str, dict] = {}  # OriginatorConversationID → B2C
         self.balances: dict[str, dict[str, Decimal]] = {}
+        # Every movement of a utility account, in the order it was booked, with the balance
+        # after it: the org portal's statement (``statement.py``) is read from this.
+        self.ledger: list[dict] = []
         self.wrong_passwords: dict[str, int] = {}
         self.calls: deque[dict] = deque(maxlen=1000)  # the latest requests, for tests and people
 
@@ -247,9 +250,61 @@ class Emulator:
                 },
             )
 
-    def move(self, shortcode: str, amount: Decimal) -> Decimal:
-        """Credit (or debit, when negative) the utility account; its new balance."""
+    def move(
+        self,
+        shortcode: str,
+        amount: Decimal,
+        *,
+        receipt: str,
+        moment: datetime,
+        reason: str,
+        details: str,
+        party: str,
+        account: str = "",
+        linked: str = "",
+    ) -> Decimal:
+        """Credit (or debit, when negative) the utility account and book the statement line
+        that says why (its Reason Type, Details, Other Party Info, A/C No. and Linked
+        Transaction ID); the new balance, which that line carries as its Balance."""
         with self.lock:
-            account = self.account(shortcode)
-            account["Utility Account"] += amount
-            return account["Utility Account"]
+            utility = self.account(shortcode)
+            utility["Utility Account"] += amount
+            balance = utility["Utility Account"]
+            self.ledger.append(
+                {
+                    "shortcode": shortcode,
+                    "receipt": receipt,
+                    "moment": moment,
+                    "amount": amount,
+                    "balance": balance,
+                    "reason": reason,
+                    "details": details,
+                    "party": party,
+                    "account": account,
+                    "linked": linked,
+                }
+            )
+            return balance
+
+    def record_payment(self, payment: dict, party: str | None = None) -> Decimal:
+        """A customer's payment (C2B or STK) received: kept for Pull Transactions, status
+        and reversals, and credited to the shortcode with its statement line, at once; the
+        new balance. ``party``: the statement's Other Party Info (the subscriber's public
+        name unless given)."""
+        party = party or self.public_name(payment["msisdn"])
+        goods = payment.get("transaction_type") == "Buy Goods"
+        details = f"{'Merchant Payment' if goods else 'Pay Bill'} from {party}"
+        if payment["bill_ref"] and not goods:
+            details += f" Acc. {payment['bill_ref']}"
+        with self.lock:
+            self.payments[payment["receipt"]] = payment
+            return self.move(
+                payment["shortcode"],
+                payment["amount"],
+                receipt=payment["receipt"],
+                moment=payment["moment"],
+                reason="Pay Merchant" if goods else "Pay Bill Online",
+                details=details,
+                party=party,
+                account=payment["bill_ref"],
+            )

@@ -168,17 +168,18 @@ def finish(emu: Emulator, checkout_id: str, code, desc: str | None = None) -> di
         )
         emu.prompted.discard(prompt["msisdn"])
         if receipt:
-            emu.payments[receipt] = {
-                "receipt": receipt,
-                "kind": "stk",
-                "shortcode": prompt["party_b"],
-                "amount": prompt["amount"],
-                "msisdn": prompt["msisdn"],
-                "bill_ref": prompt["account_reference"],
-                "moment": moment,
-                "reversed": False,
-            }
-            prompt["balance"] = emu.move(prompt["party_b"], prompt["amount"])
+            prompt["balance"] = emu.record_payment(
+                {
+                    "receipt": receipt,
+                    "kind": "stk",
+                    "shortcode": prompt["party_b"],
+                    "amount": prompt["amount"],
+                    "msisdn": prompt["msisdn"],
+                    "bill_ref": prompt["account_reference"],
+                    "moment": moment,
+                    "reversed": False,
+                }
+            )
         return dict(prompt)
 
 

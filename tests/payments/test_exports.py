@@ -63,11 +63,15 @@ def test_a_quoted_cell_stays_one_cell():
 
 
 def test_every_csv_is_written_by_the_one_writer():
-    """A CSV written anywhere else would skip the formula guard."""
+    """A CSV written anywhere else would skip the formula guard. The Daraja emulator is not
+    the product (nothing imports it): its statement is Safaricom's file, written as the org
+    portal writes it (preamble rows, negative amounts, the A/C No. as the payer typed it),
+    so that importing it tests what importing the real one does."""
     root = Path(__file__).resolve().parents[2]
+    emulator = root / "payments" / "emulator"
     for package in ("lenders", "payments"):
         for path in (root / package).rglob("*.py"):
-            if path.name == "csvfile.py":
+            if path.name == "csvfile.py" or emulator in path.parents:
                 continue
             source = path.read_text()
             assert not re.search(r"csv\.(writer|DictWriter)\(", source), path

@@ -1,6 +1,7 @@
 """``flask emulator serve`` and ``flask emulator demo-traffic``: both refuse production, a bad
-``--config`` is a clear error, and the demo traffic lands in Marejesho over real HTTP as
-payments of the demo paybill (the demo paybill itself is ``flask payments load-demo``)."""
+``--config`` is a clear error, and the demo traffic lands in Marejesho over real HTTP,
+through the emulator, as payments of the demo paybill (the demo paybill itself is
+``flask payments load-demo``)."""
 
 from __future__ import annotations
 
@@ -45,23 +46,26 @@ def test_a_bad_config_file_is_a_clear_error(runner, tmp_path, content, message):
     assert "Traceback" not in result.output
 
 
-def test_demo_traffic_pays_the_demo_paybill(app, app_factory, runner, make_loan):
+def test_demo_traffic_pays_the_demo_paybill(app, app_factory, runner, make_loan, start_emulator):
     make_loan(number="LOAN-000123")
     load_demo_shortcode(db.session)
     db.session.commit()
+    emulator = start_emulator()
     with background_server(app_factory()) as marejesho:
         app.config["PUBLIC_BASE_URL"] = marejesho
         result = runner.invoke(
-            group, ["demo-traffic", "--count", "3", "--every", "0", "--seed", "7"]
+            group,
+            ["demo-traffic", "--count", "3", "--every", "0", "--seed", "7"]
+            + ["--emulator", emulator.url],
         )
-    assert result.exit_code == 0, result.output
-    assert result.output.count(": 200") == 3
+        assert result.exit_code == 0, result.output
+        made = [ln.split()[2] for ln in result.output.splitlines() if ln.startswith("demo payment")]
+        assert len(made) == 3 and result.output.count(": paybill balance ") == 3
+        for receipt in made:
+            emulator.wait_for_delivery(receipt, "confirmation")
     with Session(db.engine) as session:
         demo = session.scalar(select(Shortcode).where(Shortcode.number == DEMO_SHORTCODE))
         payments = session.scalars(
             select(C2BPayment).where(C2BPayment.shortcode_id == demo.id)
         ).all()
-    assert len(payments) == 3
-    assert {p.trans_id for p in payments} == {
-        line.split()[2] for line in result.output.splitlines() if line.startswith("demo payment")
-    }
+    assert {p.trans_id for p in payments} == set(made)
