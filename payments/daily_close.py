@@ -324,7 +324,12 @@ def _continuity(close: DayClose, payments, lines) -> None:
     statement's Balance) to the next, the balance should move by the second's amount; what
     the record's other lines in between do not explain is a payment no callback told us
     about, or money out nobody recorded."""
-    chain = [p for p in payments if p.org_account_balance is not None]
+    # M-Pesa times are whole seconds and a busy paybill takes several payments in one: money
+    # in only raises the balance, so within a second the lower balance came first.
+    chain = sorted(
+        (p for p in payments if p.org_account_balance is not None),
+        key=lambda p: (p.trans_time, Decimal(p.org_account_balance), p.id),
+    )
     others = [ln for ln in lines if ln.completed_at is not None]
     for before, after in zip(chain, chain[1:], strict=False):
         moved = Decimal(after.org_account_balance) - Decimal(before.org_account_balance)

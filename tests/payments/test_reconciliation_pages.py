@@ -234,3 +234,21 @@ def test_the_cli_close_is_the_contract_json(runner, shortcode, loan, confirm):
         ).output,
     )
     assert db.session.scalars(select(C2BPayment)).one().amount == D("250.00")
+
+
+def test_payments_in_one_second_keep_the_balance_unbroken_whatever_order_they_came_in(
+    confirm, shortcode, loan
+):
+    """M-Pesa times are whole seconds; callbacks of one second may arrive in any order."""
+    from payments.daily_close import close_day
+
+    day = nairobi_today() - timedelta(days=1)
+    second = f"{day:%Y%m%d}093000"
+    for receipt, amount, balance in (("TK6SEC0001", "1000.00", "1000.00"),
+                                     ("TK6SEC0003", "300.00", "1500.00"),
+                                     ("TK6SEC0002", "200.00", "1200.00")):  # fmt: skip
+        confirm(c2b_body(TransID=receipt, TransAmount=amount, BillRefNumber="LOAN-000123",
+                         TransTime=second, OrgAccountBalance=balance))  # fmt: skip
+    close = close_day(db.session, shortcode, day)
+    assert close.continuity == []
+    assert close.received == Decimal("1500.00") and close.balanced
