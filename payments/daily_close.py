@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from itertools import groupby
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -320,29 +321,30 @@ def _reversals(session, close: DayClose, payments) -> None:
 
 
 def _continuity(close: DayClose, payments, lines) -> None:
-    """From one payment carrying the paybill's balance (OrgAccountBalance, or the
-    statement's Balance) to the next, the balance should move by the second's amount; what
-    the record's other lines in between do not explain is a payment no callback told us
-    about, or money out nobody recorded."""
-    # M-Pesa times are whole seconds and a busy paybill takes several payments in one: money
-    # in only raises the balance, so within a second the lower balance came first.
-    chain = sorted(
-        (p for p in payments if p.org_account_balance is not None),
-        key=lambda p: (p.trans_time, Decimal(p.org_account_balance), p.id),
-    )
-    others = [ln for ln in lines if ln.completed_at is not None]
-    for before, after in zip(chain, chain[1:], strict=False):
-        moved = Decimal(after.org_account_balance) - Decimal(before.org_account_balance)
-        between = sum(
-            (
-                ln.paid_in - ln.withdrawn
-                for ln in others
-                if before.trans_time < ln.completed_at <= after.trans_time
-                and ln.receipt not in (before.trans_id, after.trans_id)
-            ),
-            ZERO,
-        )
-        unexplained = moved - Decimal(after.amount) - between
+    """Follow the paybill's balance through the day: each payment carries it after itself
+    (OrgAccountBalance), as does each line of a statement or pull (Balance). Where the
+    balance moved by more, or less, than the money in between explains, a callback is
+    missing or money went out that nothing here records.
+
+    M-Pesa times are whole seconds and a busy paybill has several movements in one, whose
+    callbacks and lines come in any order: within a second, the next movement is the one
+    whose balance follows from the last, so a second's order is read from the balances."""
+    chained = {p.trans_id for p in payments if p.org_account_balance is not None}
+    moves = [
+        _Move(p.trans_time, Decimal(p.amount), Decimal(p.org_account_balance), p.trans_id, p.id)
+        for p in payments
+        if p.org_account_balance is not None
+    ] + [
+        _Move(ln.completed_at, ln.paid_in - ln.withdrawn, ln.balance, ln.receipt, ln.payment_id)
+        for ln in lines
+        if ln.completed_at is not None and ln.receipt not in chained
+    ]
+    balance, since = None, None
+    for move in _in_balance_order(moves):
+        if move.balance is None:  # a line without its Balance: the money still moved
+            balance = None if balance is None else balance + move.amount
+            continue
+        unexplained = None if balance is None else move.balance - balance - move.amount
         if unexplained:
             what = (
                 "money in that no callback reported (a missing callback?)"
@@ -350,8 +352,48 @@ def _continuity(close: DayClose, payments, lines) -> None:
                 else "money out that nothing here records"
             )
             close.continuity.append(
-                Difference(f"{before.trans_id}→{after.trans_id}", what, unexplained, after.id)
+                Difference(f"{since}→{move.receipt}", what, unexplained, move.payment_id)
             )
+        balance, since = move.balance, move.receipt
+
+
+@dataclass(frozen=True)
+class _Move:
+    at: datetime
+    amount: Decimal  # in, or negative for out
+    balance: Decimal | None  # the paybill's balance after it, when the record says
+    receipt: str
+    payment_id: int | None
+
+
+def _in_balance_order(moves: list[_Move]) -> list[_Move]:
+    """By time; within one second, each next the move whose balance follows from the one
+    before (then those without a balance, then the lowest balance)."""
+    ordered: list[_Move] = []
+    balance = None
+    for _, group in groupby(sorted(moves, key=lambda m: m.at), key=lambda m: m.at):
+        waiting = sorted(group, key=lambda m: (m.balance is not None, m.balance or 0, m.receipt))
+        while waiting:
+            move = (
+                next(
+                    (
+                        m
+                        for m in waiting
+                        if balance is not None
+                        and m.balance is not None
+                        and m.balance == balance + m.amount
+                    ),
+                    None,
+                )
+                or waiting[0]
+            )
+            waiting.remove(move)
+            ordered.append(move)
+            if move.balance is not None:
+                balance = move.balance
+            elif balance is not None:
+                balance += move.amount
+    return ordered
 
 
 def fingerprints(session: Session, keys: list[tuple[int, date]]) -> dict:

@@ -252,3 +252,32 @@ def test_payments_in_one_second_keep_the_balance_unbroken_whatever_order_they_ca
     close = close_day(db.session, shortcode, day)
     assert close.continuity == []
     assert close.received == Decimal("1500.00") and close.balanced
+
+
+def test_a_payout_in_the_same_second_as_a_payment_is_not_a_break_in_the_balance(
+    client, admin, confirm, shortcode, loan, tmp_path
+):
+    """The statement's B2C line comes in the second of a payment's callback but after it;
+    its Balance says so, and the close follows the balances, not the arrival order."""
+    from payments.daily_close import close_day
+    from tests.payments.statement_files import Line
+
+    day = nairobi_today() - timedelta(days=1)
+    at = lambda s: datetime(day.year, day.month, day.day, 9, 30, s)  # noqa: E731
+    for receipt, amount, balance, s in (("TK6PAY0001", "1000.00", "1000.00", 0),
+                                        ("TK6PAY0002", "1000.00", "2000.00", 2),
+                                        ("TK6PAY0003", "200.00", "1700.00", 4)):  # fmt: skip
+        confirm(c2b_body(TransID=receipt, TransAmount=amount, BillRefNumber="LOAN-000123",
+                         TransTime=f"{at(s):%Y%m%d%H%M%S}", OrgAccountBalance=balance))  # fmt: skip
+    payout = Line("TK6B2C0001", at(2), reason="Business Payment to Customer via API",
+                  withdrawn=Decimal("500.00"), balance=Decimal("1500.00"))  # fmt: skip
+    upload(client, shortcode, write_csv(tmp_path / "s.csv", [payout]))
+    close = close_day(db.session, shortcode, day)
+    assert close.continuity == []
+
+    # a payment whose callback never came, in the same second as one that did
+    confirm(c2b_body(TransID="TK6PAY0004", TransAmount="100.00", BillRefNumber="LOAN-000123",
+                     TransTime=f"{at(4):%Y%m%d%H%M%S}", OrgAccountBalance="1900.00"))  # fmt: skip
+    [gap] = close_day(db.session, shortcode, day).continuity
+    assert (gap.receipt, gap.amount) == ("TK6PAY0003→TK6PAY0004", Decimal("100.00"))
+    assert gap.what.startswith("money in that no callback reported")
