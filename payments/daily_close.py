@@ -215,7 +215,7 @@ def _statement(session, close: DayClose, payments, lines, start, end) -> None:
             StatementImport.period_to >= start,
         )
     ).all()
-    close.coverage = sorted((max(a, start), min(b, end)) for a, b in windows)
+    close.coverage = _merged(sorted((max(a, start), min(b, end)) for a, b in windows))
     if not close.coverage and not lines:
         return
     customer = {ln.receipt: ln for ln in lines if ln.kind == "customer_payment"}
@@ -318,6 +318,18 @@ def _reversals(session, close: DayClose, payments) -> None:
                     p.id,
                 )
             )
+
+
+def _merged(windows: list[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
+    """Overlapping periods (the same statement imported twice, a pull inside a statement)
+    as one."""
+    merged: list[tuple[datetime, datetime]] = []
+    for a, b in windows:
+        if merged and a <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], b))
+        else:
+            merged.append((a, b))
+    return merged
 
 
 def _continuity(close: DayClose, payments, lines) -> None:

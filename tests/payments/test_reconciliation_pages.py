@@ -281,3 +281,16 @@ def test_a_payout_in_the_same_second_as_a_payment_is_not_a_break_in_the_balance(
     [gap] = close_day(db.session, shortcode, day).continuity
     assert (gap.receipt, gap.amount) == ("TK6PAY0003→TK6PAY0004", Decimal("100.00"))
     assert gap.what.startswith("money in that no callback reported")
+
+
+def test_a_statement_imported_twice_covers_its_period_once(client, admin, shortcode, tmp_path):
+    from payments.daily_close import close_day
+
+    day = nairobi_today() - timedelta(days=1)
+    lines = [payment(f"TK6COV000{n}", datetime(day.year, day.month, day.day, 9 + n), "100")
+             for n in range(3)]  # fmt: skip
+    path = write_csv(tmp_path / "s.csv", lines)
+    upload(client, shortcode, path)
+    upload(client, shortcode, path)
+    [(first, last)] = close_day(db.session, shortcode, day).coverage
+    assert (last - first) == timedelta(hours=2)
