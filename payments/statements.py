@@ -277,15 +277,15 @@ class _Batch:
         """Receipts among ``receipts`` that a reversal line kept earlier names."""
         if not receipts:
             return set()
-        return set(
-            self.session.scalars(
-                select(StatementLine.linked_receipt).where(
-                    StatementLine.shortcode_id == self.shortcode_id,
-                    StatementLine.kind == "reversal",
-                    one_of(self.session, StatementLine.linked_receipt, receipts),
-                )
+        # The kind is checked here, not in SQL: given it, PostgreSQL read every line of the
+        # shortcode in the unique index instead of the few that link a receipt.
+        found = self.session.execute(
+            select(StatementLine.linked_receipt, StatementLine.kind).where(
+                StatementLine.shortcode_id == self.shortcode_id,
+                one_of(self.session, StatementLine.linked_receipt, receipts),
             )
         )
+        return {receipt for receipt, kind in found if kind == "reversal"}
 
     def _store_gaps(self, gaps: list[Row], line_of: dict) -> None:
         if not gaps:
