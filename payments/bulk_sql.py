@@ -78,11 +78,25 @@ def insert_rows(
     if not _postgres(session):
         return _sqlite_insert(session, table, rows, conflict, returning)
     arrays = _arrays(session, table, columns, rows)
-    unnest = ", ".join(f"%b::{sql_type}[]" for _, sql_type, _, _ in arrays)
-    picked = ", ".join(f"u.{q(n)}::json" if is_json else f"u.{q(n)}" for n, _, is_json, _ in arrays)
+    # A column with one value in every row (the shortcode, the import, a status, a time)
+    # is sent once, not as an array: less to dump here and to unnest there.
+    varying = [a for a in arrays if a[3].count(a[3][0]) != len(a[3])] or arrays
+    picked, scalars = [], []
+    for column in arrays:
+        name, sql_type, is_json, values = column
+        if column in varying:
+            picked.append(f"u.{q(name)}")
+        else:
+            picked.append(f"%b::{sql_type}")
+            scalars.append(values[0])
+        if is_json:
+            picked[-1] += "::json"
+    unnest = ", ".join(f"%b::{sql_type}[]" for _, sql_type, _, _ in varying)
     names = ", ".join(q(c) for c in columns)
+    unnested = ", ".join(q(name) for name, _, _, _ in varying)
     sql = (
-        f"INSERT INTO {q(table.name)} ({names}) SELECT {picked} FROM unnest({unnest}) AS u({names})"
+        f"INSERT INTO {q(table.name)} ({names}) SELECT {', '.join(picked)} "
+        f"FROM unnest({unnest}) AS u({unnested})"
     )
     if conflict:
         sql += f" ON CONFLICT ({', '.join(q(c) for c in conflict)}) DO NOTHING"
@@ -90,7 +104,7 @@ def insert_rows(
         sql += f" RETURNING {', '.join(q(c) for c in returning)}"
     cursor = session.connection().connection.driver_connection.cursor()
     try:
-        cursor.execute(sql, [values for _, _, _, values in arrays])
+        cursor.execute(sql, [*scalars, *(values for _, _, _, values in varying)])
         return [tuple(row) for row in cursor.fetchall()] if returning else cursor.rowcount
     finally:
         cursor.close()
