@@ -233,16 +233,13 @@ class _Batch:
     def _known(self, receipts: list[str]) -> dict[str, tuple]:
         if not receipts:
             return {}
+        payment = C2BPayment.__table__.c  # the table's columns: plain rows, no ORM loading
         found = self.session.execute(
             select(
-                C2BPayment.trans_id,
-                C2BPayment.id,
-                C2BPayment.amount,
-                C2BPayment.bill_ref,
-                C2BPayment.status,
+                payment.trans_id, payment.id, payment.amount, payment.bill_ref, payment.status
             ).where(
-                C2BPayment.shortcode_id == self.shortcode_id,
-                one_of(self.session, C2BPayment.trans_id, receipts),
+                payment.shortcode_id == self.shortcode_id,
+                one_of(self.session, payment.trans_id, receipts),
             )
         )
         return {trans_id: rest for trans_id, *rest in found}
