@@ -126,7 +126,7 @@ def statement_rows(path: Path) -> tuple[dict[str, int], list[tuple[int, list[str
             elif number >= HEADER_WITHIN:
                 break
             continue
-        if not any(cell.strip() for cell in row):
+        if not "".join(row).strip():  # every cell blank
             continue
         if len(rows) >= MAX_ROWS:
             raise UnreadableStatement(
@@ -151,7 +151,9 @@ def amount(text: str) -> Decimal | None:
     """A signed amount as portals write it: ``1,131,340.00``, ``-60.00``, ``(60.00)``,
     ``KES 1,500``, ``1500.0`` (an Excel number); None for an empty cell. Raises
     InvalidOperation for anything else."""
-    cleaned = _NOT_DIGITS.sub("", text or "")
+    if not text:  # most cells of a row: money moves one way, and Balance is often empty
+        return None
+    cleaned = _NOT_DIGITS.sub("", text)
     if not cleaned or cleaned in ("-", "--"):
         return None
     negative = cleaned.startswith("(") and cleaned.endswith(")")
@@ -175,6 +177,12 @@ def nairobi_to_utc(local: datetime) -> datetime:
     return (local - NAIROBI_OFFSET).replace(tzinfo=UTC)
 
 
+def _nairobi(y: str, mo: str, d: str, h: str, mi: str, s: str | None) -> datetime:
+    """The regexes' groups as UTC (one step: the same as ``nairobi_to_utc``)."""
+    local = datetime(int(y), int(mo), int(d), int(h), int(mi), int(s or 0), tzinfo=UTC)
+    return local - NAIROBI_OFFSET
+
+
 def moment(text: str) -> datetime | None:
     """A statement time (Nairobi) as UTC: ``15-01-2025 14:30:12``, ``2025-01-15 14:30``,
     ``15/01/2025 2:30 PM``, or an Excel date cell's serial number (``45672.6041``). None
@@ -192,11 +200,11 @@ def _moment(text: str) -> datetime:
     found = _YEAR_FIRST.match(text)
     if found:
         y, mo, d, h, mi, s = found.groups()
-        return nairobi_to_utc(datetime(int(y), int(mo), int(d), int(h), int(mi), int(s or 0)))
+        return _nairobi(y, mo, d, h, mi, s)
     found = _DAY_FIRST.match(text)
     if found and not text.upper().endswith(("AM", "PM")):
         d, mo, y, h, mi, s = found.groups()
-        return nairobi_to_utc(datetime(int(y), int(mo), int(d), int(h), int(mi), int(s or 0)))
+        return _nairobi(y, mo, d, h, mi, s)
     for fmt in _TWELVE_HOUR:
         try:
             return nairobi_to_utc(datetime.strptime(text.upper(), fmt))

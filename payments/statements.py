@@ -233,16 +233,13 @@ class _Batch:
     def _known(self, receipts: list[str]) -> dict[str, tuple]:
         if not receipts:
             return {}
+        payment = C2BPayment.__table__.c  # the table's columns: plain rows, no ORM loading
         found = self.session.execute(
             select(
-                C2BPayment.trans_id,
-                C2BPayment.id,
-                C2BPayment.amount,
-                C2BPayment.bill_ref,
-                C2BPayment.status,
+                payment.trans_id, payment.id, payment.amount, payment.bill_ref, payment.status
             ).where(
-                C2BPayment.shortcode_id == self.shortcode_id,
-                one_of(self.session, C2BPayment.trans_id, receipts),
+                payment.shortcode_id == self.shortcode_id,
+                one_of(self.session, payment.trans_id, receipts),
             )
         )
         return {trans_id: rest for trans_id, *rest in found}
@@ -277,15 +274,15 @@ class _Batch:
         """Receipts among ``receipts`` that a reversal line kept earlier names."""
         if not receipts:
             return set()
-        return set(
-            self.session.scalars(
-                select(StatementLine.linked_receipt).where(
-                    StatementLine.shortcode_id == self.shortcode_id,
-                    StatementLine.kind == "reversal",
-                    one_of(self.session, StatementLine.linked_receipt, receipts),
-                )
+        # The kind is checked here, not in SQL: given it, PostgreSQL read every line of the
+        # shortcode in the unique index instead of the few that link a receipt.
+        found = self.session.execute(
+            select(StatementLine.linked_receipt, StatementLine.kind).where(
+                StatementLine.shortcode_id == self.shortcode_id,
+                one_of(self.session, StatementLine.linked_receipt, receipts),
             )
         )
+        return {receipt for receipt, kind in found if kind == "reversal"}
 
     def _store_gaps(self, gaps: list[Row], line_of: dict) -> None:
         if not gaps:
