@@ -39,7 +39,7 @@ from payments.reversals import settle_reversal_line
 from payments.sms_providers import provider_for
 from payments.statements import import_statement, wake_drains
 
-PAYMENTS_BATCH = 100
+PAYMENTS_BATCH = 250
 log = logging.getLogger("marejesho.jobs")
 MESSAGES_BATCH = 10
 REVERSALS_BATCH = 50
