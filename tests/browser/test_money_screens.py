@@ -121,6 +121,8 @@ def test_the_stk_button_shows_the_prompt_settling_live(
     # the payment on the loan without a reload: the figures and the repayments refresh
     expect(page.locator("#repayments")).to_contain_text(receipt)
     expect(summary.locator("div", has_text="Paid").last).not_to_have_text(paid_before)
+    expect(panel.get_by_label("Amount (KES)")).not_to_have_value("500")  # due now, again
+    expect(panel.get_by_text("Prompt sent")).to_have_count(0)
     shoot(page, "stk-paid")
     assert browser_errors.unexpected() == []
 
