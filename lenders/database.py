@@ -6,7 +6,8 @@ import os
 from pathlib import Path
 
 from flask import Flask
-from sqlalchemy import event
+from sqlalchemy import event, select, update
+from sqlalchemy.orm import Session
 
 from lenders.extensions import db
 
@@ -128,3 +129,39 @@ def quick_engine(engine):
                 companion.dispose()
 
     return quick
+
+
+def claim_rows(
+    session: Session,
+    model,
+    *conditions,
+    order_by,
+    limit: int,
+    values: dict,
+    key_share: bool = False,
+) -> list[int]:
+    """Take up to ``limit`` rows of ``model`` that meet ``conditions``, first by
+    ``order_by``, for this worker, by writing ``values`` to them (a lease, a status); their
+    ids, sorted. The caller commits. PostgreSQL passes by rows another claim holds (FOR
+    UPDATE SKIP LOCKED; FOR NO KEY UPDATE with ``key_share``, so a row whose key another
+    transaction's foreign key check holds is not skipped). The rows are picked in a
+    MATERIALIZED CTE: picked in an ``IN (subquery)``, the planner may run the pick more than
+    once, and with SKIP LOCKED each run finds other rows, so a claim could take more than
+    its limit. SQLite runs one writer at a time: the statement alone is the claim."""
+    picked = (
+        select(model.id)
+        .where(*conditions)
+        .order_by(order_by)
+        .limit(limit)
+        .with_for_update(skip_locked=True, key_share=key_share)
+        .cte("picked")
+        .prefix_with("MATERIALIZED", dialect="postgresql")
+    )
+    claimed = session.execute(
+        update(model)
+        .where(model.id.in_(select(picked.c.id)), *conditions)
+        .values(**values)
+        .returning(model.id)
+        .execution_options(synchronize_session=False)
+    ).scalars()
+    return sorted(claimed)

@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from lenders.database import claim_rows
 from lenders.disbursements import (
     IN_FLIGHT,
     Disbursement,
@@ -90,23 +91,13 @@ def claim_approved(session: Session, limit: int, now: datetime | None = None, co
     happens next, they are never picked up to be sent again."""
     now = now or datetime.now(UTC)
     wait = timedelta(seconds=setting(config or {}, "B2C_RESULT_WAIT_SECONDS"))
-    waiting = (
-        select(Disbursement.id)
-        .where(Disbursement.status == "approved")
-        .order_by(Disbursement.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    return sorted(
-        session.execute(
-            update(Disbursement)
-            .where(
-                Disbursement.id.in_(waiting.scalar_subquery()), Disbursement.status == "approved"
-            )
-            .values(status="sent", sent_at=now, check_after=now + wait, updated_at=now)
-            .returning(Disbursement.id)
-            .execution_options(synchronize_session=False)
-        ).scalars()
+    return claim_rows(
+        session,
+        Disbursement,
+        Disbursement.status == "approved",
+        order_by=Disbursement.id,
+        limit=limit,
+        values={"status": "sent", "sent_at": now, "check_after": now + wait, "updated_at": now},
     )
 
 
@@ -249,21 +240,14 @@ def _locked(session: Session, disbursement_id: int) -> Disbursement:
 def claim_due_checks(session: Session, limit: int, now: datetime | None = None) -> list[int]:
     """Payouts in flight whose time to ask Safaricom has come, claimed for a minute."""
     now = now or datetime.now(UTC)
-    due = (
-        select(Disbursement.id)
-        .where(Disbursement.status.in_(IN_FLIGHT), Disbursement.check_after <= now)
-        .order_by(Disbursement.check_after)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    return sorted(
-        session.execute(
-            update(Disbursement)
-            .where(Disbursement.id.in_(due.scalar_subquery()))
-            .values(check_after=now + CLAIM_LEASE)
-            .returning(Disbursement.id)
-            .execution_options(synchronize_session=False)
-        ).scalars()
+    return claim_rows(
+        session,
+        Disbursement,
+        Disbursement.status.in_(IN_FLIGHT),
+        Disbursement.check_after <= now,
+        order_by=Disbursement.check_after,
+        limit=limit,
+        values={"check_after": now + CLAIM_LEASE},
     )
 
 

@@ -9,9 +9,10 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import or_, update
 from sqlalchemy.orm import Session
 
+from lenders.database import claim_rows
 from payments.models import SmsMessage
 
 log = logging.getLogger("marejesho.sms")
@@ -28,24 +29,16 @@ def claim_messages(session: Session, limit: int, now: datetime | None = None) ->
     is not due again for CLAIM_LEASE, so other workers pass it by, and a worker that dies
     before handing it to the provider leaves it to be sent later. The caller commits."""
     now = now or datetime.now(UTC)
-    due = (
-        select(SmsMessage.id)
-        .where(
-            SmsMessage.status == "queued",
-            or_(SmsMessage.next_attempt_at.is_(None), SmsMessage.next_attempt_at <= now),
-        )
-        .order_by(SmsMessage.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True, key_share=True)
+    return claim_rows(
+        session,
+        SmsMessage,
+        SmsMessage.status == "queued",
+        or_(SmsMessage.next_attempt_at.is_(None), SmsMessage.next_attempt_at <= now),
+        order_by=SmsMessage.id,
+        limit=limit,
+        values={"next_attempt_at": now + CLAIM_LEASE},
+        key_share=True,
     )
-    claimed = session.execute(
-        update(SmsMessage)
-        .where(SmsMessage.id.in_(due.scalar_subquery()))
-        .values(next_attempt_at=now + CLAIM_LEASE)
-        .returning(SmsMessage.id)
-        .execution_options(synchronize_session=False)
-    ).scalars()
-    return sorted(claimed)
 
 
 @dataclass(frozen=True)

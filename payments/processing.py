@@ -10,6 +10,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from lenders.book import post_repayment, record_audit
+from lenders.database import claim_rows
 from lenders.jobs import is_transient
 from lenders.models import Loan
 from payments.matching import BorrowerFacts, Decision, MatchFacts, gather_facts, match_payment
@@ -181,24 +182,16 @@ def claim_received_payments(session: Session, limit: int) -> list[int]:
     UPDATE, which would also skip a payment whose callback_log row is being written, as the
     foreign key check holds a KEY SHARE lock on it); on SQLite claims follow one another."""
     now = datetime.now(UTC)
-    waiting = (
-        select(C2BPayment.id)
-        .where(
-            C2BPayment.status == PaymentStatus.RECEIVED,
-            or_(C2BPayment.claimed_until.is_(None), C2BPayment.claimed_until < now),
-        )
-        .order_by(C2BPayment.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True, key_share=True)
+    return claim_rows(
+        session,
+        C2BPayment,
+        C2BPayment.status == PaymentStatus.RECEIVED,
+        or_(C2BPayment.claimed_until.is_(None), C2BPayment.claimed_until < now),
+        order_by=C2BPayment.id,
+        limit=limit,
+        values={"attempts": C2BPayment.attempts + 1, "claimed_until": now + CLAIM_LEASE},
+        key_share=True,
     )
-    claimed = session.execute(
-        update(C2BPayment)
-        .where(C2BPayment.id.in_(waiting.scalar_subquery()))
-        .values(attempts=C2BPayment.attempts + 1, claimed_until=now + CLAIM_LEASE)
-        .returning(C2BPayment.id)
-        .execution_options(synchronize_session=False)
-    ).scalars()
-    return sorted(claimed)
 
 
 def post_claimed_payment(session: Session, payment_id: int) -> str | None:

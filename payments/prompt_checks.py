@@ -12,9 +12,10 @@ import logging
 import re
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import exists, select, update
+from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
+from lenders.database import claim_rows
 from lenders.phones import phone_sha256
 from lenders.references import reference_key
 from payments.daraja import DarajaError, TransactionPending
@@ -33,21 +34,14 @@ LINK_WINDOW = timedelta(hours=24)
 def claim_due_prompts(session: Session, limit: int, now: datetime | None = None) -> list[int]:
     """Pending prompts whose time to ask STK Query has come, claimed for a minute."""
     now = now or datetime.now(UTC)
-    due = (
-        select(StkRequest.id)
-        .where(StkRequest.status == "pending", StkRequest.next_query_at <= now)
-        .order_by(StkRequest.next_query_at)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    return sorted(
-        session.execute(
-            update(StkRequest)
-            .where(StkRequest.id.in_(due.scalar_subquery()))
-            .values(next_query_at=now + CLAIM_LEASE)
-            .returning(StkRequest.id)
-            .execution_options(synchronize_session=False)
-        ).scalars()
+    return claim_rows(
+        session,
+        StkRequest,
+        StkRequest.status == "pending",
+        StkRequest.next_query_at <= now,
+        order_by=StkRequest.next_query_at,
+        limit=limit,
+        values={"next_query_at": now + CLAIM_LEASE},
     )
 
 

@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from lenders.book import record_audit
+from lenders.database import claim_rows
 from lenders.jobs import wake_on_commit
 from lenders.models import StaffUser
 from payments.backoffice import maker_checker_on
@@ -155,21 +156,14 @@ def _move(session: Session, reversal_id: int, statuses, **values) -> bool:
 
 
 def _claim(session: Session, statuses, condition, limit: int, **values) -> list[int]:
-    waiting = (
-        select(Reversal.id)
-        .where(Reversal.status.in_(statuses), condition)
-        .order_by(Reversal.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    return sorted(
-        session.execute(
-            update(Reversal)
-            .where(Reversal.id.in_(waiting.scalar_subquery()))
-            .values(**values)
-            .returning(Reversal.id)
-            .execution_options(synchronize_session=False)
-        ).scalars()
+    return claim_rows(
+        session,
+        Reversal,
+        Reversal.status.in_(statuses),
+        condition,
+        order_by=Reversal.id,
+        limit=limit,
+        values=values,
     )
 
 

@@ -149,3 +149,10 @@ def login(page, live_server):
         assert "/login" not in page.url, page.content()[:1000]
 
     return log_in
+
+
+def open_admin_page(page, name: str) -> None:
+    """An admin's page: the top navigation's Admin menu, then its link."""
+    page.locator("#admin-menu > summary").click()
+    with page.expect_navigation():
+        page.locator("#admin-menu").get_by_role("link", name=name, exact=True).click()

@@ -27,6 +27,7 @@ from lenders.references import reference_key
 from payments.demo import DEMO_SHORTCODE, load_demo_shortcode
 from payments.models import C2BPayment, Shortcode
 from payments.suggestions import near_miss_keys
+from tests.browser.conftest import open_admin_page
 from tests.conftest import test_config as app_test_config
 
 pytestmark = pytest.mark.browser
@@ -227,7 +228,7 @@ def nav(page, name: str) -> None:
     """Follow a link of the top navigation; the admin's pages sit in its Admin menu."""
     link = page.locator("header.topbar").get_by_role("link", name=name, exact=True)
     if not link.is_visible():
-        page.locator("#admin-menu > summary").click()
+        return open_admin_page(page, name)
     with page.expect_navigation():
         link.click()
 

@@ -10,6 +10,7 @@ import pytest
 from playwright.sync_api import expect
 
 from lenders.demo import DEMO_ADMIN, DEMO_PASSWORDS
+from tests.browser.conftest import open_admin_page
 
 pytestmark = pytest.mark.browser
 
@@ -102,8 +103,7 @@ def test_admin_import_lists_bad_lines_and_imports_nothing_then_imports_good_file
     page, live_server, login, screenshot, browser_errors
 ):
     login(DEMO_ADMIN, DEMO_PASSWORDS[DEMO_ADMIN])
-    page.locator("#admin-menu > summary").click()  # the admin's pages sit in one menu
-    page.get_by_role("link", name="Import", exact=True).click()
+    open_admin_page(page, "Import")
     expect(page).to_have_url(f"{live_server}/lenders/import")
     good_line = (
         "LOAN-900001,Halima Chepkoech,39000001,0722 000 001,10000,1200,0,2026-01-05,6,monthly,,"

@@ -26,7 +26,7 @@ from payments.demo import load_demo_shortcode
 from payments.emulator.server import background_server, create_emulator
 from payments.models import C2BPayment
 from payments.shortcodes import daraja_client, register_urls
-from tests.browser.conftest import ARTIFACTS, TIMEOUT_MS
+from tests.browser.conftest import ARTIFACTS, TIMEOUT_MS, open_admin_page
 from tests.conftest import PASSWORD, serving
 from tests.conftest import test_config as app_test_config
 
@@ -140,13 +140,6 @@ def pending_loan_of(app, email: str) -> str:
     return read(app, work)
 
 
-def open_from_admin_menu(page, name: str) -> None:
-    """An admin's page: the top navigation's Admin menu, then its link."""
-    page.locator("#admin-menu > summary").click()
-    with page.expect_navigation():
-        page.locator("#admin-menu").get_by_role("link", name=name, exact=True).click()
-
-
 def test_a_payout_is_requested_then_approved_with_the_balance_in_view(
     page, live_server, money_app, login, context, browser_errors
 ):
@@ -164,7 +157,7 @@ def test_a_payout_is_requested_then_approved_with_the_balance_in_view(
 
     context.clear_cookies()
     login(DEMO_ADMIN, DEMO_PASSWORDS[DEMO_ADMIN])
-    open_from_admin_menu(page, "Money")
+    open_admin_page(page, "Money")
     page.locator("#to-approve").get_by_role("link", name="Open").first.click()
     page.get_by_role("button", name="Ask Safaricom for the balance now").click()
     expect(page.locator("#balance-utility")).to_contain_text("KES", timeout=SETTLES_MS)
@@ -177,7 +170,7 @@ def test_a_payout_is_requested_then_approved_with_the_balance_in_view(
     page.get_by_role("link", name=number).click()
     expect(page.get_by_role("heading", level=1)).to_contain_text("active")
     expect(page.locator("#payout-done")).to_contain_text("Paid out")
-    open_from_admin_menu(page, "Money")
+    open_admin_page(page, "Money")
     expect(page.locator("#recent-payouts")).to_contain_text(number)
     shoot(page, "overview")
     assert browser_errors.unexpected() == []

@@ -22,7 +22,11 @@ from payments import statements
 from payments.demo import load_demo_shortcode
 from payments.models import C2BPayment
 from payments.reversals import reverse_payment
-from tests.browser.conftest import ARTIFACTS, CHROMIUM_ARGS  # noqa: F401 (same browser set-up)
+from tests.browser.conftest import (  # noqa: F401 (same browser set-up)
+    ARTIFACTS,
+    CHROMIUM_ARGS,
+    open_admin_page,
+)
 from tests.conftest import serving
 from tests.conftest import test_config as app_test_config
 from tests.payments.statement_files import payment, reversal, transfer_in, write_csv
@@ -124,8 +128,7 @@ def test_an_upload_shows_its_progress_then_the_summary(
     ]
     path = write_csv(tmp_path / "mpesa-statement.csv", lines)
     log_in(page, live_server)
-    page.locator("#admin-menu > summary").click()  # the admin's pages sit in one menu
-    page.locator("#admin-menu").get_by_role("link", name="Reconciliation").click()
+    open_admin_page(page, "Reconciliation")
     page.get_by_label("M-Pesa statement (CSV or XLSX)").set_input_files(str(path))
     page.get_by_role("button", name="Import").click()
 
