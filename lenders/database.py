@@ -147,19 +147,23 @@ def claim_rows(
     transaction's foreign key check holds is not skipped). The rows are picked in a
     MATERIALIZED CTE: picked in an ``IN (subquery)``, the planner may run the pick more than
     once, and with SKIP LOCKED each run finds other rows, so a claim could take more than
-    its limit. SQLite runs one writer at a time: the statement alone is the claim."""
+    its limit. SQLite runs one writer at a time: the statement alone is the claim (and a
+    subquery, as pysqlite opens no transaction before a statement that begins WITH)."""
     picked = (
         select(model.id)
         .where(*conditions)
         .order_by(order_by)
         .limit(limit)
         .with_for_update(skip_locked=True, key_share=key_share)
-        .cte("picked")
-        .prefix_with("MATERIALIZED", dialect="postgresql")
     )
+    if session.get_bind().dialect.name == "postgresql":
+        cte = picked.cte("picked").prefix_with("MATERIALIZED")
+        picked = select(cte.c.id)
+    else:  # a statement that begins WITH is not one that pysqlite opens a transaction for
+        picked = picked.scalar_subquery()
     claimed = session.execute(
         update(model)
-        .where(model.id.in_(select(picked.c.id)), *conditions)
+        .where(model.id.in_(picked), *conditions)
         .values(**values)
         .returning(model.id)
         .execution_options(synchronize_session=False)
