@@ -73,6 +73,9 @@ def background_server(app: Flask, host: str = "127.0.0.1", port: int = 0) -> Ite
     For the emulator, for callback receivers and for Marejesho itself in tests. An
     emulator's pending callbacks give up when it stops."""
     server = make_server(host, port, app, threaded=True, request_handler=_QuietHandler)
+    # Requests still being answered are waited for when it stops (server_close joins their
+    # threads): one cut off would keep its database connection past the test that made it.
+    server.daemon_threads = False
     thread = threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True, name="http"
     )

@@ -155,6 +155,7 @@ def test_a_payout_is_requested_then_approved_with_the_balance_in_view(
     expect(page.get_by_role("button", name=re.compile("Approve"))).to_have_count(0)
     shoot(page, "payout-requested")
 
+    page.goto("about:blank")  # no poll of the page left to meet the logged-out session
     context.clear_cookies()
     login(DEMO_ADMIN, DEMO_PASSWORDS[DEMO_ADMIN])
     open_admin_page(page, "Money")
@@ -217,6 +218,7 @@ def test_an_admin_checks_a_payment_and_another_approves_its_reversal(
     login(DEMO_ADMIN, DEMO_PASSWORDS[DEMO_ADMIN])
     page.goto(f"{live_server}/payments/reassignments/")
     page.get_by_role("button", name="Turn it on").click()  # maker-checker
+    expect(page.get_by_role("button", name="Turn it off")).to_be_visible()
     page.goto(f"{live_server}/payments/{payment_id}")
     panel = page.locator("#safaricom-panel")
     panel.get_by_role("button", name="Check status with Safaricom").click()
@@ -230,6 +232,7 @@ def test_an_admin_checks_a_payment_and_another_approves_its_reversal(
     expect(page.locator("#safaricom-panel .reversal")).to_contain_text("requested")
     expect(page.get_by_role("button", name="Approve the reversal")).to_have_count(0)
 
+    page.goto("about:blank")  # no poll of the page left to meet the logged-out session
     context.clear_cookies()
     login("second-admin@demo.marejesho.test", PASSWORD)
     page.goto(f"{live_server}/payments/{payment_id}")
