@@ -10,21 +10,9 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
-HEADER = [
-    "Receipt No.",
-    "Completion Time",
-    "Initiation Time",
-    "Details",
-    "Transaction Status",
-    "Paid In",
-    "Withdrawn",
-    "Balance",
-    "Balance Confirmed",
-    "Reason Type",
-    "Other Party Info",
-    "Linked Transaction ID",
-    "A/C No.",
-]
+from payments.emulator.statement import HEADER as STATEMENT_HEADER
+
+HEADER = list(STATEMENT_HEADER)  # the org portal's 13 columns, as the emulator writes them
 PREAMBLE = [["Organization Name", "Demo Lender"], ["Paybill", "600984"], []]
 
 
