@@ -103,10 +103,11 @@ def demo_confirmation(session: Session, rng: random.Random) -> tuple[str, dict]:
 
 
 def app_is_up(base_url: str) -> bool:
-    """Marejesho answers at ``base_url`` (its /healthz says up)."""
+    """Marejesho answers at ``base_url``: its /healthz answers at all. (A 503 there says a
+    part is down, Redis say; Safaricom goes on paying then, and so does the demo.)"""
     try:
-        with requests.get(f"{base_url}/healthz", timeout=5) as answer:
-            return answer.status_code == 200
+        with requests.get(f"{base_url}/healthz", timeout=5):
+            return True
     except requests.RequestException:
         return False
 
