@@ -55,6 +55,11 @@ def paid_in(app, paybill, loan, amount: int = 1500) -> C2BPayment:
     )
 
 
+def payment_facts(payment_id: int) -> tuple:
+    found = db.session.get(C2BPayment, payment_id)
+    return found.status, found.rule, found.credit, [(r.loan_id, r.amount) for r in found.repayments]
+
+
 def reverse(payment, by, reason="paid to us by mistake") -> Reversal:
     """Ask, and commit: the commit wakes the money drain, which sends it now."""
     made = request_reversal(db.session, payment.id, actor=by, reason=reason)
@@ -70,7 +75,19 @@ def reversal_now(reversal_id: int) -> Reversal:
 def test_a_reversal_undoes_the_repayment_once(app, registered, emulator, admins, live):
     loan = active_loan()
     payment = paid_in(app, registered, loan)
-    assert db.session.get(Loan, loan.id).outstanding == Decimal("8500.00")
+    # (seen twice in about 30 parallel runs: the payment read as posted while the loan still
+    # owed 10,000; not understood. The books are read again, and what they held is shown.)
+    seen = []
+
+    def books_followed() -> bool:
+        owed = db.session.get(Loan, loan.id).outstanding
+        seen.append((owed, payment_facts(payment.id)))
+        return owed == Decimal("8500.00")
+
+    try:
+        eventually(books_followed, timeout=5)
+    except AssertionError:
+        raise AssertionError(f"the loan never showed the posted payment: {seen[-1]}") from None
     made = reverse(payment, admins[0])
     assert made.status in ("sent", "completed")  # no maker-checker: sent at once
     done = eventually(lambda: (r := reversal_now(made.id)).status == "completed" and r)
