@@ -1,19 +1,18 @@
 """Many rows in one statement, for the paths that write thousands at once (a statement's
-lines and gaps, the payments drain's batches).
+lines and gaps).
 
-PostgreSQL: one ``INSERT … SELECT … FROM unnest(array, array, …)`` or ``UPDATE … FROM
-unnest(…)`` per call, the columns sent as arrays: the server plans one statement, where
-``executemany`` would make it run one per row (100,000 lines cost seconds of round trips and
-executor start-ups). The arrays go in binary: psycopg's text format quotes every element in
-Python, which was a third of a statement import's CPU. SQLite (in-process, no round
-trips): the driver's ``executemany``, each value through its column type's converter.
-Both in the caller's transaction."""
+PostgreSQL: one ``INSERT … SELECT … FROM unnest(array, array, …)`` per call, the columns
+sent as arrays: the server plans one statement, where ``executemany`` would make it run one
+per row (100,000 lines cost seconds of round trips and executor start-ups). The arrays go
+in binary: psycopg's text format quotes every element in Python, which was a third of a
+statement import's CPU. SQLite (in-process, no round trips): the driver's ``executemany``,
+each value through its column type's converter. Both in the caller's transaction."""
 
 from __future__ import annotations
 
 import json
 
-from sqlalchemy import ARRAY, JSON, Table, any_, bindparam, cast, select, update
+from sqlalchemy import ARRAY, JSON, Table, any_, bindparam, cast, select
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
 
@@ -135,36 +134,5 @@ def _sqlite_insert(session, table, rows, conflict, returning) -> list[tuple] | i
     try:
         cursor.executemany(str(compiled), params)
         return cursor.rowcount
-    finally:
-        cursor.close()
-
-
-def update_rows(session: Session, table: Table, key: str, rows: list[dict]) -> None:
-    """UPDATE ``table`` by ``key``: each row carries its key and the columns to set."""
-    if not rows:
-        return
-    columns = [c for c in rows[0] if c != key]
-    if not _postgres(session):
-        session.execute(
-            update(table)
-            .where(table.c[key] == bindparam("_key"))
-            .values({c: bindparam(f"_{c}") for c in columns}),
-            [{"_key": row[key], **{f"_{c}": row[c] for c in columns}} for row in rows],
-        )
-        return
-    arrays = _arrays(session, table, [key, *columns], rows)
-    unnest = ", ".join(f"%b::{sql_type}[]" for _, sql_type, _, _ in arrays)
-    assign = ", ".join(
-        f"{q(name)} = u.{q(name)}::json" if is_json else f"{q(name)} = u.{q(name)}"
-        for name, _, is_json, _ in arrays[1:]
-    )
-    names = ", ".join(q(c) for c in [key, *columns])
-    sql = (
-        f"UPDATE {q(table.name)} SET {assign} FROM unnest({unnest}) AS u({names}) "
-        f"WHERE {q(table.name)}.{q(key)} = u.{q(key)}"
-    )
-    cursor = session.connection().connection.driver_connection.cursor()
-    try:
-        cursor.execute(sql, [values for _, _, _, values in arrays])
     finally:
         cursor.close()
