@@ -593,7 +593,8 @@ def tail(path: Path, lines: int = 30) -> str:
 PROFILED = (
     ("payments/confirmations.py", "_confirm", "the whole confirmation (its own WSGI path)"),
     ("payments/callbacks.py", "find_shortcode", "  find the shortcode by token"),
-    ("payments/intake.py", "store_confirmation", "  store: the payment and its log line"),
+    ("payments/journal.py", "keep", "  keep: on this host's journal, synced"),
+    ("payments/journal.py", "ship", "  ship: the journal's batch to the database"),
     ("lenders/jobs.py", "wake", "  wake the workers (in-process: runs the drains)"),
     ("payments/jobs.py", "post_received_payments", "    the payments drain (a batch)"),
     ("payments/matching.py", "identify", "      identify the parties"),
@@ -698,6 +699,33 @@ def wait_for_processing(url: str, prefix: str, timeout: float) -> dict:
     }
 
 
+def journalled(folder: Path) -> int:
+    """Confirmations acknowledged but not yet shipped to the database (payments/journal.py)."""
+    import sqlite3
+
+    total = 0
+    for path in folder.glob("confirmations*.db"):
+        connection = sqlite3.connect(path, timeout=10)
+        try:
+            total += connection.execute("SELECT count(*) FROM confirmation").fetchone()[0]
+        except sqlite3.OperationalError:
+            pass
+        finally:
+            connection.close()
+    return total
+
+
+def wait_for_journal(folder: Path, timeout: float = 120.0) -> tuple[int, float, int]:
+    """How many waited in the journal when the load stopped, how long until none did, and
+    how many were left at the timeout (the check below counts only the database)."""
+    started = time.perf_counter()
+    first = left = journalled(folder)
+    while left and time.perf_counter() - started < timeout:
+        time.sleep(0.05)
+        left = journalled(folder)
+    return first, time.perf_counter() - started, left
+
+
 def check_database(url: str, prefix: str, load: Load) -> dict:
     from sqlalchemy import create_engine, text
 
@@ -780,7 +808,8 @@ def main(argv=None) -> int:
             if args.database_url
             else f"sqlite:///{workdir / 'marejesho.db'}"
         )
-        env = bl.app_env(url)
+        journal_dir = workdir / "journal"
+        env = bl.app_env(url) | {"MAREJESHO_JOURNAL_DIR": str(journal_dir)}
         print(f"set-up on {backend} ({bl.database_name(url) if args.database_url else url})")
         bl.fresh_schema(url)
         out = bl.flask(env, "payments", "add-shortcode", SHORTCODE, "--name", "Bench")
@@ -835,6 +864,7 @@ def main(argv=None) -> int:
                         args.validation_rate if target != "floor" else 0.0,
                     )
                 )
+                shipping = wait_for_journal(journal_dir) if target != "floor" else None
                 drain = (
                     wait_for_processing(url, "S" + letter, args.drain_timeout)
                     if target == "app"
@@ -857,6 +887,13 @@ def main(argv=None) -> int:
                     f"errors {load.validation_errors}"
                 )
                 run.validation = v
+            if shipping is not None:
+                print(
+                    f"  journal: {shipping[0]:,} confirmations not yet in the database when the "
+                    f"load stopped; none {shipping[1]:.2f} s later"
+                    if shipping[2] == 0
+                    else f"  journal: {shipping[2]:,} still waiting after {shipping[1]:.0f} s"
+                )
             if target != "floor":
                 run.check = check_database(url, "S" + letter, load)
                 c = run.check

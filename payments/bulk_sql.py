@@ -43,20 +43,34 @@ def one_of(session: Session, column, values):
     return column.in_(values)
 
 
+_COLUMNS: dict = {}
+
+
+def _column(table: Table, name: str, dialect):
+    """A column's SQL type name, whether it is JSON, and its converter: worked out once per
+    column and dialect (compiling a type is most of a small batch's cost)."""
+    key = (table.name, name, dialect.name)
+    found = _COLUMNS.get(key)
+    if found is None:
+        column = table.c[name]
+        is_json = isinstance(column.type, JSON)
+        convert = None if is_json else bind_converter(column.type, dialect)
+        sql_type = "text" if is_json else column.type.compile(dialect=dialect)
+        found = _COLUMNS[key] = (sql_type, is_json, convert)
+    return found
+
+
 def _arrays(session: Session, table: Table, columns: list[str], rows: list[dict]):
     """Per column: its SQL type (for the array's cast), whether it is JSON, its values."""
     dialect = session.get_bind().dialect
     found = []
     for name in columns:
-        column = table.c[name]
-        is_json = isinstance(column.type, JSON)
-        convert = None if is_json else bind_converter(column.type, dialect)
+        sql_type, is_json, convert = _column(table, name, dialect)
         values = [row[name] for row in rows]
         if is_json:
             values = [None if v is None else json.dumps(v) for v in values]
         elif convert is not None:
             values = [None if v is None else convert(v) for v in values]
-        sql_type = "text" if is_json else column.type.compile(dialect=dialect)
         found.append((name, sql_type, is_json, values))
     return found
 

@@ -19,7 +19,6 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from lenders import logs
 from lenders.database import Prepared
 from lenders.extensions import csrf, db
-from lenders.jobs import wake
 from lenders.web import public
 from payments import intake, journal
 from payments.models import Shortcode
@@ -237,30 +236,19 @@ def gatekeep(token: str):
 @bp.post("/<token>/confirmation")
 @public
 def confirmation(token: str):
-    """Store the payment (or the unreadable body), commit, then wake the workers; Safaricom
-    hears "Accepted" only once the payment is in the database. The request's transaction is on a
-    pooled connection of its own, not the ORM session: two INSERTs need no unit of work."""
+    """Keep the body on this host's journal, synced to disk, and answer "Accepted"; the
+    journal's shipper stores it in the database moments later (payments/journal.py). The
+    usual confirmation never gets here: payments/confirmations.py serves it with the same
+    services; this answers the rest (a chunked body, for one)."""
     shortcode, refusal = gatekeep(token)
     if refusal:
         return refusal
     environ = request.environ
     headers = {k: environ[key][:200] for k, key in KEPT_HEADERS.items() if key in environ}
     body = read_body()
-    try:
-        stored = intake.store_confirmation(
-            db.engine, shortcode, body, source_ip=request.remote_addr, headers=headers
-        )
-    except Exception as exc:
-        if not journal.database_unreachable(exc, db.engine.dialect):
-            raise
-        # On this host's disk before Safaricom hears "Accepted"; replayed once the
-        # database answers. If the journal cannot take it either, the answer is 503.
-        journal.keep(shortcode, body, source_ip=request.remote_addr, headers=headers)
-        count_callback(shortcode.number, "confirmation", "journalled")
-        return current_app.response_class(_ACKNOWLEDGED_JSON, mimetype="application/json")
-    count_callback(shortcode.number, "confirmation", stored.outcome)
-    if stored.needs_processing:
-        wake("payments")  # a hint: the workers also poll for payments in received
+    app = current_app._get_current_object()
+    if not journal.accept(app, shortcode, body, request.remote_addr, headers):
+        return jsonify(errorCode="503.001", errorMessage="Service unavailable, try again"), 503
     return current_app.response_class(_ACKNOWLEDGED_JSON, mimetype="application/json")
 
 

@@ -1,9 +1,9 @@
 """Safaricom's confirmations answered without the web framework's request cycle.
 
 A confirmation is the product's hot path (and validation, when Safaricom calls it, its
-twin): Safaricom sends every payment to it, in bursts,
-and what it must do is small (find the shortcode by its token, store the body and the
-payment, answer "Accepted", wake the workers). Flask's request cycle (the request and its
+twin): Safaricom sends every payment to it, in bursts, and what it must do is small (find
+the shortcode by its token, append the body to this host's journal, synced to disk, answer
+"Accepted", wake the journal's shipper). Flask's request cycle (the request and its
 context, routing, before- and after-request hooks, the response object) costs about as
 much as that work, so this thin WSGI layer, the innermost around Flask, serves the usual
 confirmation itself: a POST to /payments/c2b/<token>/confirmation with a Content-Length of
@@ -23,7 +23,6 @@ from http import HTTPStatus
 from flask import Flask
 
 from lenders.extensions import db
-from lenders.jobs import wake
 from lenders.web import HSTS, NO_STORE, SECURITY_HEADERS
 from payments import intake, journal
 from payments.callbacks import _ACKNOWLEDGED_JSON, KEPT_HEADERS, find_shortcode
@@ -88,31 +87,9 @@ class Confirmations:
             return None
         headers = {k: environ[key][:200] for k, key in KEPT_HEADERS.items() if key in environ}
         body = environ["wsgi.input"].read(length)
-        try:
-            stored = intake.store_confirmation(
-                self.engine, shortcode, body, source_ip=address, headers=headers
-            )
-        except Exception as exc:  # noqa: BLE001 - journalled, or a 503: nothing acknowledged
-            with self.app.app_context():
-                return self._after_failure(exc, shortcode, body, address, headers)
-        count_callback(shortcode.number, "confirmation", stored.outcome)
-        if stored.needs_processing:
-            wake("payments", app=self.app)  # a hint: the workers also poll
+        if not journal.accept(self.app, shortcode, body, address, headers):
+            return "503 SERVICE UNAVAILABLE", _UNAVAILABLE
         return "200 OK", _ACKNOWLEDGED
-
-    def _after_failure(self, exc, shortcode, body: bytes, address, headers: dict):
-        if journal.database_unreachable(exc, self.engine.dialect):
-            # On this host's disk before Safaricom hears "Accepted"; replayed once the
-            # database answers. If the journal cannot take it either, the answer is 503.
-            try:
-                journal.keep(shortcode, body, source_ip=address, headers=headers)
-            except journal.JournalFull:
-                log.exception("callback failed")
-                return "503 SERVICE UNAVAILABLE", _UNAVAILABLE
-            count_callback(shortcode.number, "confirmation", "journalled")
-            return "200 OK", _ACKNOWLEDGED
-        log.error("callback failed", exc_info=exc)
-        return "503 SERVICE UNAVAILABLE", _UNAVAILABLE
 
     def _validate(self, environ, token: str, length: int):
         """Daraja's validation answer, logged; None to let the blueprint answer."""

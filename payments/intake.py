@@ -8,13 +8,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import Connection, Engine, bindparam, insert, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, Engine, insert, select
 from sqlalchemy.orm import Session
 
 from lenders.book import record_audit
 from lenders.database import Prepared, quick_engine
 from lenders.models import utcnow
+from payments.bulk_sql import insert_rows
 from payments.matching import find_reference
 from payments.models import C2BPayment, CallbackLog, PaymentStatus, Shortcode
 from payments.parsing import C2BNotice, NotDaraja, parse_c2b, received_time
@@ -63,70 +63,6 @@ def _same_payment(payment: C2BPayment, notice: C2BNotice) -> bool:
     return payment.amount == notice.amount and same_account
 
 
-def _insert_ignoring_duplicates(dialect_insert):
-    table = C2BPayment.__table__
-    return (
-        dialect_insert(table)
-        .on_conflict_do_nothing(index_elements=["shortcode_id", "trans_id"])
-        .returning(table.c.id)
-    )
-
-
-# INSERT … ON CONFLICT (shortcode_id, trans_id) DO NOTHING RETURNING id, in each
-# database's own dialect: the unique constraint decides, even under races, without a
-# savepoint or an exception.
-_PAYMENT_COLUMNS = (
-    "shortcode_id",
-    "trans_id",
-    "trans_type",
-    "trans_time",
-    "amount",
-    "bill_ref",
-    "invoice_number",
-    "third_party_trans_id",
-    "org_account_balance",
-    "msisdn",
-    "msisdn_form",
-    "first_name",
-    "middle_name",
-    "last_name",
-    "status",
-    "error",
-    "credit",
-    "attempts",
-    "received_at",
-)
-_NEW_PAYMENT = {
-    "sqlite": Prepared(_insert_ignoring_duplicates(sqlite.insert), _PAYMENT_COLUMNS),
-    "postgresql": Prepared(_insert_ignoring_duplicates(postgresql.insert), _PAYMENT_COLUMNS),
-}
-
-
-def _payment_then_log_entry():
-    """PostgreSQL: the payment and its log line in ONE statement (a data-modifying CTE), so a
-    confirmation is one round trip: INSERT the payment ON CONFLICT DO NOTHING RETURNING id,
-    and INSERT the log line FROM that, which writes nothing when the TransID was there."""
-    payment = C2BPayment.__table__
-    log_table = CallbackLog.__table__
-    new = (
-        postgresql.insert(payment)
-        .values({c: bindparam(c, type_=payment.c[c].type) for c in _PAYMENT_COLUMNS})
-        .on_conflict_do_nothing(index_elements=["shortcode_id", "trans_id"])
-        .returning(payment.c.id)
-        .cte("new_payment")
-    )
-    logged = ("shortcode_id", "kind", "received_at", "source_ip", "headers", "body", "outcome")
-    return (
-        insert(log_table)
-        .from_select(
-            [*logged, "payment_id"],
-            select(*(bindparam(c, type_=log_table.c[c].type) for c in logged), new.c.id),
-        )
-        .returning(log_table.c.payment_id)
-    )
-
-
-_NEW_PAYMENT_LOGGED = Prepared(_payment_then_log_entry())
 _NEW_LOG_ENTRY = Prepared(
     insert(CallbackLog.__table__),
     (
@@ -144,62 +80,101 @@ _NEW_LOG_ENTRY = Prepared(
 UNREADABLE_TIME = "TransTime was unreadable; time of receipt used"
 
 
-def store_confirmation(
-    engine: Engine,
-    shortcode,
-    body: bytes,
-    *,
-    source_ip: str | None,
-    headers: dict,
-    received_at: datetime | None = None,
-) -> Stored:
-    """A confirmation's request: keep what ``record_confirmation`` keeps, and commit. The
-    usual confirmation (a new TransID, or a body that is not a notice) is written on one
-    of the pool's DB-API connections, without SQLAlchemy's connection and transaction
-    objects around it: on PostgreSQL one statement in autocommit, on a pool of its own that
-    does not ping (a connection found dead is replaced and the statement sent once more:
-    it is idempotent); on SQLite two INSERTs and a commit. A TransID seen before wrote
-    nothing there (ON CONFLICT DO NOTHING): the repeat is compared with the first payment,
-    through the ORM, in a transaction of its own."""
-    writer = quick_engine(engine)
-    if writer is not engine:  # PostgreSQL: one statement, in autocommit
-        for attempt in (1, 2):
-            pooled = writer.raw_connection()
-            try:
-                outcome = _store_new(
-                    writer.dialect, pooled.driver_connection, shortcode, body, source_ip,
-                    headers, received_at,
-                )  # fmt: skip
-                break
-            except writer.dialect.dbapi.OperationalError:
-                pooled.invalidate()  # a dead connection, or the server is gone
-                if attempt == 2:
-                    raise
-            finally:
-                pooled.close()  # back to the pool
-        if isinstance(outcome, Stored):
-            return outcome
-        with engine.begin() as connection:
-            return _record_repeat(connection, shortcode, *outcome)
-    pooled = engine.raw_connection()  # SQLite: two INSERTs and a commit
-    try:
-        outcome = _store_new(
-            engine.dialect, pooled.driver_connection, shortcode, body, source_ip, headers,
-            received_at,
-        )  # fmt: skip
-        if isinstance(outcome, Stored):
-            pooled.commit()
+@dataclass(frozen=True)
+class Kept:
+    """One confirmation as it arrived: what the journal keeps and the database gets."""
+
+    shortcode: object  # needs id, number (payments.callbacks.CallbackShortcode)
+    body: bytes
+    source_ip: str | None
+    headers: dict
+    received_at: datetime | None = None
+
+
+def store_confirmations(session: Session, kept: list[Kept]) -> list[Stored]:
+    """Keep what Safaricom sent, in the caller's transaction (the caller commits): each raw
+    body in callback_log and, for a C2B notice, the payment in ``received``; a body that is
+    not a notice is quarantined. New payments and their log lines are one INSERT … ON
+    CONFLICT DO NOTHING each for the whole batch (the unique TransID per shortcode decides,
+    even under races); a TransID seen before, in the database or earlier in the batch, is
+    logged as a duplicate, or as a conflict that flags the first payment for review. What
+    became of each, in order."""
+    outcomes: list[Stored | None] = [None] * len(kept)
+    entries: list[dict] = [
+        _log_entry(k.shortcode, k.body, k.source_ip, k.headers, k.received_at) for k in kept
+    ]
+    notices: dict[int, C2BNotice] = {}
+    first: dict[tuple[int, str], int] = {}  # (shortcode id, TransID) -> its first item
+    repeats: list[int] = []
+    for i, item in enumerate(kept):
+        try:
+            notice = parse_c2b(item.body)
+            if notice.short_code and notice.short_code != item.shortcode.number:
+                raise NotDaraja(
+                    f"BusinessShortCode {notice.short_code} is not this URL's shortcode"
+                )
+        except NotDaraja as exc:
+            entries[i]["error"] = str(exc)
+            outcomes[i] = Stored("quarantined")
+            log.warning("confirmation quarantined for shortcode %s: %s", item.shortcode.number, exc)
+            continue
+        notices[i] = notice
+        key = (item.shortcode.id, notice.trans_id)
+        if key in first:
+            repeats.append(i)
         else:
-            pooled.rollback()
-    except BaseException:
-        pooled.rollback()
-        raise
-    finally:
-        pooled.close()  # back to the pool
-    if isinstance(outcome, Stored):
-        return outcome
-    with engine.begin() as connection:
-        return _record_repeat(connection, shortcode, *outcome)
+            first[key] = i
+    new_ids: dict[tuple[int, str], int] = {}
+    if first:
+        rows = [_payment_row(kept[i].shortcode, notices[i], entries[i]) for i in first.values()]
+        new_ids = {
+            (shortcode_id, trans_id): id_
+            for shortcode_id, trans_id, id_ in insert_rows(
+                session,
+                C2BPayment.__table__,
+                rows,
+                conflict=["shortcode_id", "trans_id"],
+                returning=("shortcode_id", "trans_id", "id"),
+            )
+        }
+    for key, i in first.items():
+        if key in new_ids:
+            entries[i] |= {"outcome": "stored", "payment_id": new_ids[key]}
+            outcomes[i] = Stored("stored", new_ids[key])
+        else:
+            repeats.append(i)
+    logged = [entries[i] for i, outcome in enumerate(outcomes) if outcome is not None]
+    if logged:
+        insert_rows(session, CallbackLog.__table__, logged)
+    for i in sorted(repeats):
+        outcomes[i] = _record_repeat(
+            session.connection(), kept[i].shortcode, notices[i], entries[i]
+        )
+    return outcomes  # type: ignore[return-value]
+
+
+def _payment_row(shortcode, notice: C2BNotice, entry: dict) -> dict:
+    return {
+        "shortcode_id": shortcode.id,
+        "trans_id": notice.trans_id,
+        "trans_type": notice.trans_type,
+        "trans_time": received_time(notice),
+        "amount": notice.amount,
+        "bill_ref": notice.bill_ref,
+        "invoice_number": notice.invoice_number,
+        "third_party_trans_id": notice.third_party_trans_id,
+        "org_account_balance": notice.org_account_balance,
+        "msisdn": notice.msisdn,
+        "msisdn_form": notice.msisdn_form,
+        "first_name": notice.first_name,
+        "middle_name": notice.middle_name,
+        "last_name": notice.last_name,
+        "status": PaymentStatus.RECEIVED,
+        "error": None if notice.trans_time else UNREADABLE_TIME,
+        "credit": Decimal("0.00"),
+        "attempts": 0,
+        "received_at": entry["received_at"],
+    }
 
 
 def record_confirmation(
@@ -210,21 +185,13 @@ def record_confirmation(
     source_ip: str | None,
     headers: dict,
 ) -> Stored:
-    """Keep the raw body and, when it is a Daraja C2B notice, the payment, in the
-    transaction of the caller's ``connection`` (``session.connection()`` inside a session).
-    A repeated TransID adds a log line and nothing else; the same TransID with another
-    amount or account flags the payment for review. ``shortcode`` needs only ``id`` and
-    ``number``. Does not commit.
-
-    A new payment is two statements compiled once and run on the driver (``Prepared``), no
-    ORM session or unit of work. Only a repeated TransID loads the payment through the ORM,
-    in a session joined to the caller's transaction (it neither commits nor rolls back the
-    caller's work)."""
-    driver = connection.connection.driver_connection
-    outcome = _store_new(connection.dialect, driver, shortcode, body, source_ip, headers)
-    if isinstance(outcome, Stored):
-        return outcome
-    return _record_repeat(connection, shortcode, *outcome)
+    """One confirmation stored as the journal's shipper stores it, in the transaction of the
+    caller's ``connection`` (``session.connection()`` inside a session); does not commit
+    (tests and benchmarks that need a payment in ``received``)."""
+    with Session(bind=connection) as session:
+        (stored,) = store_confirmations(session, [Kept(shortcode, body, source_ip, headers)])
+        session.flush()
+    return stored
 
 
 def _record_repeat(connection: Connection, shortcode, notice: C2BNotice, entry: dict) -> Stored:
@@ -270,68 +237,11 @@ def _log_entry(
     }
 
 
-def _store_new(
-    dialect, driver, shortcode, body, source_ip, headers, received_at=None
-) -> Stored | tuple[C2BNotice, dict]:
-    """Keep a body that is not a C2B notice (quarantined), or a new payment and its log
-    line, on a DB-API connection in its transaction. When the TransID is already there,
-    nothing was written: the notice and its log entry come back for ``_record_repeat``."""
-    entry = _log_entry(shortcode, body, source_ip, headers, received_at)
-    try:
-        notice = parse_c2b(body)
-        if notice.short_code and notice.short_code != shortcode.number:
-            raise NotDaraja(f"BusinessShortCode {notice.short_code} is not this URL's shortcode")
-    except NotDaraja as exc:
-        entry["error"] = str(exc)
-        _NEW_LOG_ENTRY.execute(dialect, driver, entry).close()
-        log.warning("confirmation quarantined for shortcode %s: %s", shortcode.number, exc)
-        return Stored("quarantined")
-
-    payment = {
-        "shortcode_id": shortcode.id,
-        "trans_id": notice.trans_id,
-        "trans_type": notice.trans_type,
-        "trans_time": received_time(notice),
-        "amount": notice.amount,
-        "bill_ref": notice.bill_ref,
-        "invoice_number": notice.invoice_number,
-        "third_party_trans_id": notice.third_party_trans_id,
-        "org_account_balance": notice.org_account_balance,
-        "msisdn": notice.msisdn,
-        "msisdn_form": notice.msisdn_form,
-        "first_name": notice.first_name,
-        "middle_name": notice.middle_name,
-        "last_name": notice.last_name,
-        "status": PaymentStatus.RECEIVED,
-        "error": None if notice.trans_time else UNREADABLE_TIME,
-        "credit": Decimal("0.00"),
-        "attempts": 0,
-        "received_at": entry["received_at"],
-    }
-    if dialect.name == "postgresql":  # one statement, one round trip
-        inserted = _NEW_PAYMENT_LOGGED.execute(
-            dialect, driver, entry | payment | {"outcome": "stored"}
-        )
-        row = inserted.fetchone()
-        inserted.close()
-        return Stored("stored", row[0]) if row else (notice, entry)
-    inserted = _NEW_PAYMENT[dialect.name].execute(dialect, driver, payment)
-    row = inserted.fetchone()
-    inserted.close()
-    if row is None:
-        return notice, entry
-    entry |= {"outcome": "stored", "payment_id": row[0]}
-    _NEW_LOG_ENTRY.execute(dialect, driver, entry).close()
-    return Stored("stored", row[0])
-
-
 def store_payments(session: Session, rows: list[dict]) -> dict[str, int]:
     """Store many payments at once (statement and Pull Transactions gaps), in the caller's
     transaction: one INSERT … ON CONFLICT DO NOTHING per batch, so a TransID already here
     (a callback that came meanwhile) is left as it is. ``rows`` carry every column of
-    ``_PAYMENT_COLUMNS``. Returns {trans_id: id} of those stored now."""
-    from payments.bulk_sql import insert_rows
-
+    ``_payment_row``. Returns {trans_id: id} of those stored now."""
     found = insert_rows(
         session,
         C2BPayment.__table__,

@@ -1,26 +1,42 @@
-"""The confirmation journal: where a confirmation waits when the database cannot take it.
+"""The confirmation journal: every confirmation is on this host's disk before Safaricom hears
+"Accepted", and in the database moments later.
 
-Safaricom does not resend a confirmation it saw refused, so a database outage must not turn
-into lost payments. When storing a confirmation fails because the database is unreachable
-(or locked past its timeout), the request writes the raw body to a journal on this host's
-disk, a SQLite file synced to disk before Safaricom hears "Accepted", and every server
-process on the host replays it into the database once the database answers (a local
-periodic job, every few seconds), through the same idempotent store: a confirmation that
-did reach the database before the failure is recognised there as a duplicate.
+Each server process appends the confirmations it receives to a journal file of its own (a
+SQLite file, ``confirmations-<pid>.db`` in JOURNAL_DIR), synced to disk as the database
+would sync its own commit: fully (fsync) in front of PostgreSQL, as far as the embedded
+SQLite database syncs its own (WAL, synchronous=NORMAL) in front of that. Then it answers.
+A shipper thread in the same process moves what its requests journalled into the database
+in batches, through one idempotent store (``intake.store_confirmations``): a burst of a
+hundred confirmations is one transaction and two INSERTs, not a hundred of each, and a
+database outage is no special case: the rows wait in the journal and go once the database
+answers. Where jobs run inline (tests, commands), the request ships its own confirmation
+before it answers.
 
-Limits: the journal lives on the web host's disk, so it survives a process crash or a
-restart but not the loss of that disk; a host that never comes back takes its journal with
-it (copy the file and run ``flask payments replay-journal FILE``). It holds at most
-JOURNAL_MAX confirmations; past that, and if the disk cannot be written, the callback
-answers 503 as before. Shortcodes are remembered in the journal too, so that a process
-started during the outage still knows its callback tokens."""
+A process that dies leaves its file behind; each process holds a lock on its own file while
+it lives (``flock``), and every few seconds every server process on the host ships the files
+whose owner is gone. A crash between the database's commit and the journal's delete sends
+a batch twice: the second time it is logged as duplicates, never stored twice.
+
+Limits: the journal lives on the web host's disk, so it survives a process crash, a restart
+and (in front of PostgreSQL) a power cut, but not the loss of that disk; a host that never
+comes back takes with it what it had not shipped (milliseconds' worth, or an outage's): copy
+the directory and run ``flask payments replay-journal FILE`` for each file. A file holds at
+most JOURNAL_MAX confirmations; past that, or if the disk cannot be written, the request
+stores the confirmation in the database itself, and answers 503 if that fails too. The
+shared ``confirmations.db`` remembers shortcodes, so that a process started during an
+outage still knows its callback tokens."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
+import os
 import sqlite3
 import threading
+import time
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -29,11 +45,15 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from lenders.extensions import db
-from lenders.jobs import runner, wake
+from lenders.jobs import _log_failure, _serving, job_context, runner, serving, wake
 
 log = logging.getLogger("marejesho.journal")
 JOURNAL_MAX = 100_000
-FILENAME = "confirmations.db"
+SHIP_BATCH = 500
+# The shipper gathers for this long after it is woken: under a burst a batch holds what
+# the process took meanwhile (a batch's fixed cost, about 2 ms of CPU, is spread over it).
+SHIP_EVERY = 0.25
+FILENAME = "confirmations.db"  # shared: shortcodes, and rows kept by earlier versions
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS confirmation (id INTEGER PRIMARY KEY, token TEXT NOT NULL,"
     " received_at TEXT NOT NULL, source_ip TEXT, headers TEXT NOT NULL, body BLOB NOT NULL)",
@@ -58,40 +78,148 @@ def database_unreachable(exc: BaseException, dialect) -> bool:
     return isinstance(exc, (dbapi.OperationalError, dbapi.InterfaceError))
 
 
+def journal_dir(app: Flask | None = None) -> Path:
+    return Path((app or current_app).config["JOURNAL_DIR"])
+
+
 def journal_path(app: Flask | None = None) -> Path:
-    app = app or current_app
-    return Path(app.config["JOURNAL_DIR"]) / FILENAME
+    """The host's shared journal file (shortcodes; confirmations of earlier versions)."""
+    return journal_dir(app) / FILENAME
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    """This thread's connection to the journal (opened once), synced to disk on commit."""
+def journal_files(app: Flask | None = None) -> list[Path]:
+    """Every journal file on this host, the shared one first."""
+    folder = journal_dir(app)
+    return sorted(folder.glob("confirmations*.db"), key=lambda p: (p.name != FILENAME, p.name))
+
+
+def _synchronous(app: Flask) -> str:
+    """As durable as the database the journal stands in front of: PostgreSQL syncs every
+    commit to disk; the embedded SQLite database (WAL, synchronous=NORMAL) does not."""
+    uri = str(app.config.get("SQLALCHEMY_DATABASE_URI", ""))
+    return "NORMAL" if uri.startswith("sqlite") else "FULL"
+
+
+def _connect(path: Path, synchronous: str = "FULL") -> sqlite3.Connection:
+    """This thread's connection to a journal file (opened once)."""
     connections = getattr(_local, "connections", None)
     if connections is None:
         connections = _local.connections = {}
     connection = connections.get(path)
     if connection is None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        connection = sqlite3.connect(path, timeout=10, isolation_level=None)
-        connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute("PRAGMA synchronous=FULL")  # on disk before Safaricom hears us
-        for statement in _SCHEMA:
-            connection.execute(statement)
-        path.chmod(0o600)
+        connection = _open(path, synchronous)
         connections[path] = connection
     return connection
 
 
-def keep(shortcode, body: bytes, *, source_ip: str | None, headers: dict) -> None:
-    """Write one confirmation to the journal, synced to disk. Raises JournalFull when it
-    cannot (the caller answers 503: nothing was acknowledged)."""
-    path = journal_path()
-    try:
-        connection = _connect(path)
-        connection.execute("BEGIN IMMEDIATE")
+def _open(path: Path, synchronous: str = "FULL") -> sqlite3.Connection:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    connection = sqlite3.connect(path, timeout=10, isolation_level=None)
+    for attempt in range(50):  # two processes creating the shared file at once: one waits
         try:
-            (waiting,) = connection.execute("SELECT count(*) FROM confirmation").fetchone()
-            if waiting >= current_app.config.get("JOURNAL_MAX", JOURNAL_MAX):
-                raise JournalFull(f"the journal holds {waiting} confirmations already")
+            connection.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError:
+            if attempt == 49:
+                raise
+            time.sleep(0.02)
+    connection.execute(f"PRAGMA synchronous={synchronous}")
+    for statement in _SCHEMA:
+        connection.execute(statement)
+    path.chmod(0o600)
+    return connection
+
+
+def _forget_connection(path: Path) -> None:
+    connection = getattr(_local, "connections", {}).pop(path, None)
+    if connection is not None:
+        connection.close()
+
+
+def _try_lock(path: Path, *, wait: bool = False):
+    """The lock on a journal file (its ``.lock`` beside it), or None when another process
+    holds it: the owner of a process's own file holds it while it lives."""
+    lock_path = path.with_name(path.name + ".lock")
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+class _Own:
+    """This process's journal file: its requests append, its shipper thread ships."""
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+        self.pid = os.getpid()
+        self.path = journal_dir(app) / f"confirmations-{self.pid}.db"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.lock_fd = _try_lock(self.path, wait=True)  # held for the process's life
+        self.synchronous = _synchronous(app)
+        self.waiting: int | None = None  # rows in the file, counted once, then kept up to date
+        self.write_lock = threading.Lock()  # one writer at a time: no SQLite busy waits
+        self.ship_lock = threading.Lock()  # one shipper at a time: nothing sent twice
+        self.woken = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def wake(self) -> None:
+        if self.thread is None or not self.thread.is_alive():
+            with self.write_lock:
+                if self.thread is None or not self.thread.is_alive():
+                    self.thread = threading.Thread(
+                        target=self._run, name="marejesho-journal", daemon=True
+                    )
+                    self.thread.start()
+        self.woken.set()
+
+    def _run(self) -> None:
+        failures = 0
+        while True:
+            self.woken.wait(1.0 if not failures else min(0.25 * 2**failures, 3.0))
+            time.sleep(SHIP_EVERY)
+            self.woken.clear()
+            serving_token = _serving.set(True)  # the work it wakes goes to the workers
+            try:
+                with self.ship_lock, job_context(self.app):
+                    ship(self.path, own=self)
+                failures = 0
+            except Exception as exc:  # noqa: BLE001 - the rows wait in the journal
+                failures += 1
+                _log_failure("shipping the confirmation journal", exc)
+            finally:
+                _serving.reset(serving_token)
+
+
+_owns: dict[tuple[int, str], _Own] = {}
+_owns_lock = threading.Lock()
+
+
+def _own(app: Flask) -> _Own:
+    key = (os.getpid(), app.config["JOURNAL_DIR"])
+    own = _owns.get(key)
+    if own is None:
+        with _owns_lock:
+            own = _owns.get(key)
+            if own is None:
+                own = _owns[key] = _Own(app)
+    return own
+
+
+def keep(shortcode, body: bytes, *, source_ip: str | None, headers: dict, app=None) -> None:
+    """Append one confirmation to this process's journal, synced to disk. Raises JournalFull
+    when it cannot (the caller stores it in the database itself, or answers 503)."""
+    app = app or current_app._get_current_object()
+    try:
+        own = _own(app)
+        with own.write_lock:
+            connection = _connect(own.path, own.synchronous)
+            if own.waiting is None:
+                own.waiting = connection.execute("SELECT count(*) FROM confirmation").fetchone()[0]
+            if own.waiting >= app.config.get("JOURNAL_MAX", JOURNAL_MAX):
+                raise JournalFull(f"the journal holds {own.waiting} confirmations already")
             connection.execute(
                 "INSERT INTO confirmation (token, received_at, source_ip, headers, body)"
                 " VALUES (?, ?, ?, ?, ?)",
@@ -103,13 +231,171 @@ def keep(shortcode, body: bytes, *, source_ip: str | None, headers: dict) -> Non
                     body,
                 ),
             )
-            connection.execute("COMMIT")
-        except BaseException:
-            connection.execute("ROLLBACK")
-            raise
+            own.waiting += 1
     except (sqlite3.Error, OSError) as exc:
         raise JournalFull(f"the journal cannot be written: {exc}") from exc
-    log.warning("database unreachable: confirmation for shortcode %s journalled", shortcode.number)
+
+
+def accept(app: Flask, shortcode, body: bytes, address: str | None, headers: dict) -> bool:
+    """Keep a confirmation before Safaricom hears "Accepted": on this host's journal,
+    synced to disk, then shipped to the database (this module); if the journal
+    cannot take it, in the database at once. False when neither could (answer 503:
+    nothing was acknowledged, so nothing is lost)."""
+    try:
+        keep(shortcode, body, source_ip=address, headers=headers, app=app)
+    except JournalFull as exc:
+        log.error("the journal refused a confirmation for shortcode %s: %s", shortcode.number, exc)
+        try:
+            store_directly(app, shortcode, body, source_ip=address, headers=headers)
+        except Exception:  # noqa: BLE001 - nothing acknowledged: Safaricom hears 503
+            logging.getLogger("marejesho.callbacks").exception("callback failed")
+            return False
+        return True
+    ship_soon(app)
+    return True
+
+
+def ship_soon(app: Flask) -> None:
+    """Have this process's journal shipped: by its shipper thread in a server, at once
+    where jobs run inline (tests and commands: the request answers after the database has
+    the confirmation). Never raises: what is not shipped now waits in the journal."""
+    own = _own(app)
+    if serving() and app.config.get("JOBS_IN_BACKGROUND", True):
+        if not own.woken.is_set():
+            own.wake()
+        return
+    try:
+        with own.ship_lock, job_context(app):
+            ship(own.path, own=own)
+    except Exception as exc:  # noqa: BLE001 - the rows wait in the journal
+        _log_failure("shipping the confirmation journal", exc)
+
+
+def store_directly(app: Flask, shortcode, body: bytes, *, source_ip, headers: dict):
+    """When the journal cannot take a confirmation: store it in the database, as the
+    shipper would, and commit. Raises when the database cannot take it either."""
+    from payments.intake import Kept, store_confirmations
+
+    with job_context(app):
+        (stored,) = store_confirmations(db.session, [Kept(shortcode, body, source_ip, headers)])
+        db.session.commit()
+    _after_storing([(shortcode, stored)], app)
+    return stored
+
+
+def ship(path: Path, *, own: _Own | None = None, replayed: bool = False) -> int:
+    """Store a journal file's confirmations in the database, oldest first, a batch per
+    transaction, and forget each batch once committed; how many were stored. Needs an app
+    context; raises on a database failure (what was not stored waits in the file)."""
+    from payments.callbacks import find_shortcode
+    from payments.intake import Kept
+
+    if not path.exists():
+        return 0
+    # The shipper's own connection forgets without waiting for the disk: a forgetting lost
+    # to a power cut sends a batch again, which the database logs as duplicates.
+    connection = _connect(path, "NORMAL")
+    guard = own.write_lock if own is not None else contextlib.nullcontext()
+    done, after = 0, 0
+    while True:
+        rows = connection.execute(
+            "SELECT id, token, received_at, source_ip, headers, body FROM confirmation"
+            " WHERE id > ? ORDER BY id LIMIT ?",
+            (after, SHIP_BATCH),
+        ).fetchall()
+        if not rows:
+            break
+        after = rows[-1][0]
+        ids, kept = [], []
+        for id_, token, received_at, source_ip, headers, body in rows:
+            shortcode = find_shortcode(token)
+            if shortcode is None:  # the shortcode was deleted: keep the body for a person
+                _orphaned(path, id_)
+                continue
+            headers = json.loads(headers)
+            if replayed:
+                headers["Journal"] = "replayed"
+            ids.append(id_)
+            at = datetime.fromisoformat(received_at)
+            kept.append(Kept(shortcode, bytes(body), source_ip, headers, at))
+        outcomes = _store(kept)
+        shipped = [id_ for id_, stored in zip(ids, outcomes, strict=True) if stored is not None]
+        with guard:
+            connection.execute(
+                "DELETE FROM confirmation WHERE id IN (SELECT value FROM json_each(?))",
+                (json.dumps(shipped),),
+            )
+            if own is not None and own.waiting is not None:
+                own.waiting -= len(shipped)
+        _after_storing(
+            [(k.shortcode, s) for k, s in zip(kept, outcomes, strict=True) if s is not None]
+        )
+        done += len(shipped)
+        if len(rows) < SHIP_BATCH:
+            break
+    return done
+
+
+def _store(kept: list) -> list:
+    """Store a batch in one transaction and commit; what became of each (None: could not be
+    stored, not even as a quarantined body: it stays in the journal). A database failure
+    raises; any other error sends the batch again one by one, so that one confirmation a
+    bug cannot store is quarantined with the error, and the rest are stored."""
+    from lenders.jobs import is_transient
+    from payments.intake import store_confirmations
+
+    if not kept:
+        return []
+    try:
+        outcomes = store_confirmations(db.session, kept)
+        db.session.commit()
+        return outcomes
+    except Exception as exc:
+        db.session.rollback()
+        if is_transient(exc) or database_unreachable(exc, db.engine.dialect):
+            raise
+        if len(kept) > 1:
+            return [one for item in kept for one in _store([item])]
+        return [_quarantine(kept[0], exc)]
+
+
+def _quarantine(item, exc: Exception):
+    from payments.bulk_sql import insert_rows
+    from payments.intake import Stored, _log_entry
+    from payments.models import CallbackLog
+
+    log.error("confirmation for shortcode %s could not be stored", item.shortcode.number,
+              exc_info=exc)  # fmt: skip
+    entry = _log_entry(item.shortcode, item.body, item.source_ip, item.headers, item.received_at)
+    entry["error"] = f"could not be stored: {type(exc).__name__}: {exc}"[:1000]
+    try:
+        insert_rows(db.session, CallbackLog.__table__, [entry])
+        db.session.commit()
+    except Exception:  # noqa: BLE001 - it stays in the journal for a person
+        db.session.rollback()
+        log.exception("confirmation for shortcode %s kept in the journal", item.shortcode.number)
+        return None
+    return Stored("quarantined")
+
+
+def _after_storing(stored: list, app: Flask | None = None) -> None:
+    """Count each confirmation's outcome, and wake the payments drain for new payments."""
+    from payments.monitoring import count_callback
+
+    outcomes = Counter((shortcode.number, s.outcome) for shortcode, s in stored)
+    for (number, outcome), n in outcomes.items():
+        count_callback(number, "confirmation", outcome, n)
+    if any(s.needs_processing for _, s in stored):
+        wake("payments", app=app)
+
+
+_reported: set[tuple[Path, int]] = set()
+
+
+def _orphaned(path: Path, id_: int) -> None:
+    if (path, id_) not in _reported:
+        _reported.add((path, id_))
+        log.error("journalled confirmation %s in %s names no shortcode; kept", id_, path.name)
 
 
 def remember_shortcode(shortcode, app: Flask | None = None) -> None:
@@ -153,67 +439,69 @@ def remembered_shortcode(token: str, app: Flask | None = None):
 
 
 def waiting(app: Flask | None = None) -> int:
-    """How many confirmations wait in this host's journal."""
-    path = journal_path(app)
-    if not path.exists():
-        return 0
-    return _connect(path).execute("SELECT count(*) FROM confirmation").fetchone()[0]
-
-
-def replay(path: Path | None = None, batch: int = 200) -> int:
-    """Store the journalled confirmations in the database, oldest first, and forget each
-    once stored; how many were replayed. Several processes may call it: the journal's
-    write lock lets one replay at a time. Stops at the first database failure (the
-    database is still down: try again later)."""
-    from payments.callbacks import CallbackShortcode, find_shortcode
-    from payments.intake import store_confirmation
-
-    path = path or journal_path()
-    if not path.exists():
-        return 0
-    connection = _connect(path)
-    if not connection.execute("SELECT 1 FROM confirmation LIMIT 1").fetchone():
-        return 0
-    log.info("replaying the journal's confirmations into the database")
-    done = 0
-    while True:
-        connection.execute("BEGIN IMMEDIATE")
+    """How many confirmations wait in this host's journal files."""
+    total = 0
+    for path in journal_files(app):
         try:
-            rows = connection.execute(
-                "SELECT id, token, received_at, source_ip, headers, body FROM confirmation"
-                " ORDER BY id LIMIT ?",
-                (batch,),
-            ).fetchall()
-            for id_, token, received_at, source_ip, headers, body in rows:
-                shortcode = find_shortcode(token, fresh=True)
-                if shortcode is None:  # the shortcode was deleted: keep the body for a person
-                    log.error("journalled confirmation %s names no shortcode; kept", id_)
-                    continue
-                headers = json.loads(headers) | {"Journal": "replayed"}
-                store_confirmation(
-                    db.engine,
-                    CallbackShortcode(*shortcode),
-                    bytes(body),
-                    source_ip=source_ip,
-                    headers=headers,
-                    received_at=datetime.fromisoformat(received_at),
-                )
-                connection.execute("DELETE FROM confirmation WHERE id = ?", (id_,))
-                done += 1
-            connection.execute("COMMIT")
-        except BaseException:
-            connection.execute("COMMIT")  # what was stored is forgotten; the rest waits
-            raise
-        if len(rows) < batch:
-            break
+            total += _connect(path).execute("SELECT count(*) FROM confirmation").fetchone()[0]
+        except sqlite3.Error:
+            continue
+    return total
+
+
+def shipped(app: Flask, timeout: float = 30.0) -> bool:
+    """Wait until this process's journal is empty (tests and benchmarks); False on timeout."""
+    own = _own(app)
+    deadline = time.monotonic() + timeout
+    while own.path.exists() and _has_rows(own.path):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def replay(path: Path | None = None) -> int:
+    """Ship ``path`` (a journal file copied from another host: ``flask payments
+    replay-journal FILE``), or every journal file on this host that no living process
+    owns (a process that died, the shared file); how many were stored. Needs an app
+    context; stops at a database failure (try again later)."""
+    if path is not None:
+        try:
+            return ship(Path(path), replayed=True)
+        finally:
+            _forget_connection(Path(path))
+    mine = _owns.get((os.getpid(), current_app.config["JOURNAL_DIR"]))
+    done = 0
+    for found in journal_files():
+        if mine is not None and found == mine.path:
+            if mine.ship_lock.acquire(blocking=False):  # its shipper may be at work
+                try:
+                    done += ship(found, own=mine)
+                finally:
+                    mine.ship_lock.release()
+            continue
+        lock = _try_lock(found)
+        if lock is None:
+            continue  # a living process owns it and ships it
+        try:
+            done += ship(found, replayed=True)
+            if found.name != FILENAME and not _has_rows(found):
+                _forget_connection(found)
+                for suffix in ("", "-wal", "-shm", ".lock"):
+                    found.with_name(found.name + suffix).unlink(missing_ok=True)
+        finally:
+            os.close(lock)
     if done:
         log.warning("replayed %s journalled confirmation(s) into the database", done)
-        wake("payments")
     return done
+
+
+def _has_rows(path: Path) -> bool:
+    return _connect(path).execute("SELECT 1 FROM confirmation LIMIT 1").fetchone() is not None
 
 
 @runner.every(3, local=True)
 def replay_journal() -> None:
-    """Every few seconds, in every server process: confirmations journalled during a
-    database outage go to the database once it answers."""
+    """Every few seconds, in every server process: the journals of processes that are gone
+    go to the database, and this process's own if its shipper missed it."""
     replay()

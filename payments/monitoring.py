@@ -45,14 +45,15 @@ POSTING_SECONDS = Histogram(
 _counters: dict[tuple[str, str, str], object] = {}
 
 
-def count_callback(shortcode: str, kind: str, outcome: str) -> None:
-    """One callback's outcome. Never raises: a count is not worth a refused payment."""
+def count_callback(shortcode: str, kind: str, outcome: str, n: int = 1) -> None:
+    """A callback's outcome (``n`` of them). Never raises: a count is not worth a refused
+    payment."""
     key = (shortcode, kind, outcome)
     try:
         counter = _counters.get(key)
         if counter is None:
             counter = _counters[key] = CALLBACKS.labels(*key)
-        counter.inc()
+        counter.inc(n)
     except Exception:  # noqa: BLE001 - e.g. the metrics directory went away
         log.exception("could not count a callback")
 

@@ -315,14 +315,17 @@ class Load:
 
 
 def journalled(workdir: Path) -> int:
-    """Confirmations waiting in the web host's journal."""
+    """Confirmations waiting in the web host's journal files (one per server process)."""
     import sqlite3
 
-    path = workdir / "journal" / "confirmations.db"
-    if not path.exists():
-        return 0
-    with sqlite3.connect(path, timeout=10) as connection:
-        return connection.execute("SELECT count(*) FROM confirmation").fetchone()[0]
+    total = 0
+    for path in (workdir / "journal").glob("confirmations*.db"):
+        with contextlib.closing(sqlite3.connect(path, timeout=10)) as connection:
+            try:
+                total += connection.execute("SELECT count(*) FROM confirmation").fetchone()[0]
+            except sqlite3.OperationalError:  # created, its table not yet
+                continue
+    return total
 
 
 def wait_until_settled(database_url: str, timeout: float, workdir: Path) -> float:

@@ -21,6 +21,7 @@ sys.path.insert(0, str(ROOT))
 
 from app import create_app  # noqa: E402
 from lenders.jobs import run_drains  # noqa: E402
+from payments import journal  # noqa: E402
 from tests.conftest import test_config  # noqa: E402
 from tests.payments.conftest import c2b_body  # noqa: E402
 
@@ -37,6 +38,7 @@ def answer_callbacks(url: str, token: str, prefix: str, count: int) -> None:
             headers={"Content-Type": "application/json"},
         )
         assert response.status_code == 200, response.get_data(as_text=True)
+    assert journal.shipped(app)  # its journal's shipper has stored them all
 
 
 def drain(url: str) -> None:

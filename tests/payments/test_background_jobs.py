@@ -13,6 +13,7 @@ from sqlalchemy import select, update
 
 from lenders.extensions import db
 from lenders.models import Loan
+from payments import journal
 from payments.models import C2BPayment
 from tests.payments.conftest import c2b_body, record_unprocessed
 
@@ -55,6 +56,7 @@ def test_a_burst_is_answered_first_and_posted_once_the_server_is_idle(
         assert response.get_json() == ACCEPTED
 
     # Answered, stored, and not yet processed: Safaricom did not wait for the posting.
+    assert journal.shipped(served)
     assert [status_of(b["TransID"]) for b in bodies] == ["received"] * 4
     assert paid(loan_id) == opening
 
@@ -78,6 +80,7 @@ def test_a_repeated_confirmation_waiting_on_the_thread_is_posted_once(
     answers = [client.post(url, json=body).get_json() for _ in range(3)]
 
     assert answers == [ACCEPTED] * 3
+    assert journal.shipped(served)
     assert jobs.join(timeout=60)
     assert status_of(body["TransID"]) == "posted"
     assert paid(loan_id) == opening + D("300.00")

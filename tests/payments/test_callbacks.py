@@ -77,10 +77,10 @@ def loan(jane_loan):
 
 
 def test_confirmation_is_stored_before_it_is_acknowledged(client, shortcode, monkeypatch):
-    from payments import callbacks, confirmations
+    from payments import journal
 
     seen_at_wake = []
-    real_wake = callbacks.wake
+    real_wake = journal.wake
 
     def wake_after_looking(*drains, **where):
         # A separate connection sees only what is committed: the payment must be there
@@ -91,8 +91,7 @@ def test_confirmation_is_stored_before_it_is_acknowledged(client, shortcode, mon
             )
         return real_wake(*drains, **where)
 
-    monkeypatch.setattr(callbacks, "wake", wake_after_looking)  # the blueprint
-    monkeypatch.setattr(confirmations, "wake", wake_after_looking)  # the fast path
+    monkeypatch.setattr(journal, "wake", wake_after_looking)  # the journal's shipper
     body = c2b_body(BillRefNumber="HELLO", TransAmount="250.00")
     response = post_callback(client, shortcode, "confirmation", body)
 

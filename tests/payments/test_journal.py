@@ -1,10 +1,12 @@
-"""A confirmation that arrives while the database is unreachable is written to this host's
-journal, synced to disk, acknowledged, and stored and posted once the database answers,
-with nobody importing anything (payments/journal.py)."""
+"""Every confirmation is written to this host's journal, synced to disk, before it is
+acknowledged, and shipped to the database from there (payments/journal.py): at once when
+the database answers, once it answers again after an outage, with nobody importing
+anything; by another process when the one that took it died."""
 
 from __future__ import annotations
 
 import json
+import os
 from decimal import Decimal as D
 
 import pytest
@@ -48,7 +50,7 @@ def test_a_confirmation_during_an_outage_is_acknowledged_and_posted_when_the_dat
     post(client, shortcode, c2b_body(TransAmount="1.00"))  # the token is known before
     db.session.expire_all()
     loan_id, opening = loan.id, loan.paid
-    monkeypatch.setattr(intake, "store_confirmation", database_down)
+    monkeypatch.setattr(intake, "store_confirmations", database_down)
 
     answers = [post(client, shortcode, body) for body in bodies]
 
@@ -65,24 +67,24 @@ def test_a_confirmation_during_an_outage_is_acknowledged_and_posted_when_the_dat
     logged = db.session.scalars(
         select(CallbackLog).where(CallbackLog.payment_id == stored[bodies[0]["TransID"]].id)
     ).one()
-    assert logged.outcome == "stored" and logged.headers["Journal"] == "replayed"
+    assert logged.outcome == "stored"
     assert journal.replay() == 0  # nothing twice
 
 
 def test_a_confirmation_that_reached_the_database_before_the_failure_is_stored_once(
     app, client, shortcode, make_loan, monkeypatch
 ):
-    """The connection broke after the INSERTs committed but before we knew: the journal's
-    copy is recognised as a duplicate on replay."""
+    """The batch committed, but the process died (here: the connection broke) before the
+    journal forgot it: the journal's copy is recognised as a duplicate when shipped again."""
     loan = make_loan()
     body = c2b_body(TransAmount="500.00", BillRefNumber=loan.number)
-    real_store = intake.store_confirmation
+    real_store = journal._store
 
-    def stored_then_lost(*args, **kwargs):
-        real_store(*args, **kwargs)
+    def stored_then_lost(kept):
+        real_store(kept)
         database_down()
 
-    monkeypatch.setattr(intake, "store_confirmation", stored_then_lost)
+    monkeypatch.setattr(journal, "_store", stored_then_lost)
     assert post(client, shortcode, body).get_json() == ACCEPTED
     monkeypatch.undo()
 
@@ -104,7 +106,7 @@ def test_a_server_started_during_the_outage_still_knows_the_callback_token(
         f"/payments/c2b/{shortcode.callback_token}/validation", json=c2b_body()
     )  # this process read the shortcode and noted it in the journal
     restarted = app_factory(JOURNAL_DIR=first.config["JOURNAL_DIR"])
-    monkeypatch.setattr(intake, "store_confirmation", database_down)
+    monkeypatch.setattr(intake, "store_confirmations", database_down)
     monkeypatch.setattr(Engine, "connect", database_down)  # every engine: the server is gone
 
     answer = post(restarted.test_client(), shortcode, c2b_body(TransAmount="99.00"))
@@ -124,40 +126,123 @@ def test_an_unknown_token_during_an_outage_is_503_and_journals_nothing(
     assert journal.waiting(app) == 0
 
 
-def test_a_full_journal_answers_503_so_nothing_is_acknowledged_unkept(
+def test_a_full_journal_sends_the_confirmation_to_the_database_itself(
     app, client, shortcode, monkeypatch
 ):
     app.config["JOURNAL_MAX"] = 1
     post(client, shortcode, c2b_body(TransAmount="1.00"))
-    monkeypatch.setattr(intake, "store_confirmation", database_down)
+    monkeypatch.setattr(intake, "store_confirmations", database_down)
+    waiting = post(client, shortcode, c2b_body(TransAmount="2.00"))
+    assert waiting.get_json() == ACCEPTED and journal.waiting(app) == 1
+    monkeypatch.undo()  # the database is back, and the journal still full
+
+    body = c2b_body(TransAmount="3.00")
+    answer = post(client, shortcode, body)
+
+    assert answer.get_json() == ACCEPTED
+    assert body["TransID"] in {p.trans_id for p in payments()}
+
+
+def test_a_full_journal_and_no_database_answer_503_so_nothing_is_acknowledged_unkept(
+    app, client, shortcode, monkeypatch
+):
+    app.config["JOURNAL_MAX"] = 1
+    post(client, shortcode, c2b_body(TransAmount="1.00"))
+    monkeypatch.setattr(intake, "store_confirmations", database_down)
     first = post(client, shortcode, c2b_body())
     second = post(client, shortcode, c2b_body())
     assert first.get_json() == ACCEPTED
-    assert second.status_code == 503 and journal.waiting(app) == 1
+    assert second.status_code == 503 and second.get_json()["errorCode"] == "503.001"
+    assert journal.waiting(app) == 1
 
 
-def test_a_bug_is_not_journalled(app, client, shortcode, monkeypatch):
-    """Only an unreachable database sends a confirmation to the journal: any other error is
-    the 503 it was, so a bug is seen, not hidden."""
+def test_a_confirmation_a_bug_cannot_store_is_quarantined_and_the_rest_are_stored(
+    app, client, shortcode, monkeypatch
+):
+    """Any error but an unreachable database: the batch is stored again one by one, and
+    the one confirmation that fails is kept as a quarantined body with the error, for an
+    admin; nothing waits in the journal for ever, nothing is lost."""
+    poisoned = c2b_body(TransAmount="13.00")
+    fine = c2b_body(TransAmount="14.00")
+    real = intake.store_confirmations
 
-    def bug(*args, **kwargs):
-        raise KeyError("a bug")
+    def bug_on_one(session, kept):
+        if any(poisoned["TransID"].encode() in item.body for item in kept):
+            raise KeyError("a bug")
+        return real(session, kept)
 
-    monkeypatch.setattr(intake, "store_confirmation", bug)
-    answer = post(client, shortcode, c2b_body())
-    assert answer.status_code == 503 and journal.waiting(app) == 0
+    monkeypatch.setattr(intake, "store_confirmations", database_down)
+    assert post(client, shortcode, poisoned).get_json() == ACCEPTED
+    assert post(client, shortcode, fine).get_json() == ACCEPTED
+    monkeypatch.setattr(intake, "store_confirmations", bug_on_one)
+
+    assert journal.replay() == 2
+
+    assert journal.waiting(app) == 0
+    assert [p.trans_id for p in payments()] == [fine["TransID"]]
+    [kept] = db.session.scalars(
+        select(CallbackLog).where(CallbackLog.body.contains(poisoned["TransID"]))
+    ).all()
+    assert kept.outcome == "quarantined" and "KeyError" in kept.error
+
+
+def write_journal(path, shortcode, bodies: list[dict]) -> None:
+    """A journal file as a server process leaves it."""
+    connection = journal._open(path)
+    for body in bodies:
+        connection.execute(
+            "INSERT INTO confirmation (token, received_at, source_ip, headers, body)"
+            " VALUES (?, '2026-12-03T09:00:00+00:00', '196.201.214.200', '{}', ?)",
+            (shortcode.callback_token, json.dumps(body).encode()),
+        )
+    connection.close()
+
+
+def test_the_journal_of_a_process_that_died_is_shipped_by_another(app, shortcode):
+    dead = journal.journal_dir(app) / "confirmations-4194000.db"
+    bodies = [c2b_body(TransAmount="60.00"), c2b_body(TransAmount="70.00")]
+    write_journal(dead, shortcode, bodies)
+    assert journal.waiting(app) == 2
+
+    assert journal.replay() == 2  # what every server process does every few seconds
+
+    stored = {p.trans_id: p for p in payments()}
+    assert sorted(stored) == sorted(b["TransID"] for b in bodies)
+    assert stored[bodies[0]["TransID"]].received_at.isoformat().startswith("2026-12-03T09:00")
+    assert not dead.exists() and journal.waiting(app) == 0
+    logged = db.session.scalars(select(CallbackLog.headers)).all()
+    assert all(headers["Journal"] == "replayed" for headers in logged)
+
+
+def test_the_journal_of_a_living_process_is_left_to_it(app, shortcode):
+    living = journal.journal_dir(app) / "confirmations-4194001.db"
+    write_journal(living, shortcode, [c2b_body()])
+    lock = journal._try_lock(living)  # held, as its owner holds it while it lives
+    try:
+        assert journal.replay() == 0
+        assert journal.waiting(app) == 1 and payments() == []
+    finally:
+        os.close(lock)
+    assert journal.replay() == 1  # it died: now it is anyone's
+
+
+@pytest.mark.both_databases
+def test_the_journal_is_synced_as_the_database_syncs_its_own_commits(app, client, shortcode):
+    post(client, shortcode, c2b_body())
+    own = journal._own(app)
+    level = journal._connect(own.path).execute("PRAGMA synchronous").fetchone()[0]
+    full, normal = 2, 1
+    assert level == (normal if db.engine.dialect.name == "sqlite" else full)
 
 
 def test_replay_journal_command_replays_a_copied_journal(
     app, client, runner, shortcode, monkeypatch
 ):
-    post(client, shortcode, c2b_body(TransAmount="1.00"))
-    monkeypatch.setattr(intake, "store_confirmation", database_down)
+    copied = journal.journal_dir(app) / "from-the-old-host.sqlite"
     body = c2b_body(TransAmount="42.00")
-    post(client, shortcode, body)
-    monkeypatch.undo()
+    write_journal(copied, shortcode, [body])
 
-    result = runner.invoke(args=["payments", "replay-journal", str(journal.journal_path(app))])
+    result = runner.invoke(args=["payments", "replay-journal", str(copied)])
 
     assert result.exit_code == 0, result.output
     assert "replayed 1 confirmation(s)" in result.output
