@@ -89,9 +89,9 @@ def sweep() -> None:
 @click.argument("path", required=False, type=click.Path(exists=True, dir_okay=False))
 @with_appcontext
 def replay_journal_command(path: str | None) -> None:
-    """Store the confirmations journalled during a database outage (this host's journal, or
-    FILE: a journal copied from another host). The server processes do this on their own
-    every few seconds; this is for a journal whose host is gone."""
+    """Store journalled confirmations in the database: this host's journal files that no
+    living process owns, or FILE, a journal file copied from another host. The server
+    processes do this on their own every few seconds; this is for a host that is gone."""
     from payments.journal import replay, waiting
 
     count = replay(Path(path) if path else None)

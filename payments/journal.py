@@ -28,6 +28,7 @@ outage still knows its callback tokens."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fcntl
 import json
@@ -163,6 +164,7 @@ class _Own:
         self.write_lock = threading.Lock()  # one writer at a time: no SQLite busy waits
         self.ship_lock = threading.Lock()  # one shipper at a time: nothing sent twice
         self.woken = threading.Event()
+        self.stopping = threading.Event()
         self.thread: threading.Thread | None = None
 
     def wake(self) -> None:
@@ -173,13 +175,25 @@ class _Own:
                         target=self._run, name="marejesho-journal", daemon=True
                     )
                     self.thread.start()
+                    atexit.register(self.stop, 5.0)  # a worker that exits ships what waits
         self.woken.set()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Ship what waits, end the thread and let go of the file (tests; a server exits)."""
+        self.stopping.set()
+        self.woken.set()
+        if self.thread is not None and self.thread.is_alive():
+            self.thread.join(timeout)
+        if self.lock_fd is not None:
+            os.close(self.lock_fd)
+            self.lock_fd = None
 
     def _run(self) -> None:
         failures = 0
-        while True:
+        while not self.stopping.is_set():
             self.woken.wait(1.0 if not failures else min(0.25 * 2**failures, 3.0))
-            time.sleep(SHIP_EVERY)
+            if not self.stopping.is_set():
+                self.stopping.wait(SHIP_EVERY)
             self.woken.clear()
             serving_token = _serving.set(True)  # the work it wakes goes to the workers
             try:
@@ -206,6 +220,13 @@ def _own(app: Flask) -> _Own:
             if own is None:
                 own = _owns[key] = _Own(app)
     return own
+
+
+def stop(app: Flask) -> None:
+    """Stop this process's shipper for ``app``'s journal (tests build many apps)."""
+    own = _owns.pop((os.getpid(), app.config["JOURNAL_DIR"]), None)
+    if own is not None:
+        own.stop()
 
 
 def keep(shortcode, body: bytes, *, source_ip: str | None, headers: dict, app=None) -> None:

@@ -259,8 +259,12 @@ def build_app(url: str) -> Flask:
 
 
 def close_app(app: Flask) -> None:
-    """Stop its job thread and close its connections (or the garbage collector complains)."""
+    """Stop its job thread and journal shipper and close its connections (or the garbage
+    collector complains)."""
+    from payments import journal
+
     app.extensions["marejesho.jobs"].stop()
+    journal.stop(app)
     with app.app_context():
         db.session.remove()
         db.engine.dispose()

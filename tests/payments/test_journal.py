@@ -247,3 +247,26 @@ def test_replay_journal_command_replays_a_copied_journal(
     assert result.exit_code == 0, result.output
     assert "replayed 1 confirmation(s)" in result.output
     assert body["TransID"] in {p.trans_id for p in payments()}
+
+
+@pytest.mark.both_databases
+def test_a_server_ships_what_waited_through_an_outage_with_nobody_acting(
+    app, app_factory, shortcode, monkeypatch
+):
+    """A server process (its shipper thread, no inline jobs): acknowledged during the
+    outage, in the database once it answers, without anyone calling anything."""
+    served = app_factory(JOBS_IN_BACKGROUND=True, JOURNAL_DIR=app.config["JOURNAL_DIR"])
+    served.extensions["marejesho.jobs"].quiet = 3600.0  # posting is not what this is about
+    client = served.test_client()
+    bodies = [c2b_body(TransAmount="25.00"), c2b_body(TransAmount="35.00")]
+    monkeypatch.setattr(intake, "store_confirmations", database_down)
+
+    answers = [post(client, shortcode, body).get_json() for body in bodies]
+
+    assert answers == [ACCEPTED] * 2
+    assert not journal.shipped(served, timeout=1.0)  # it tried; the database is down
+    assert payments() == [] and journal.waiting(served) == 2
+    monkeypatch.undo()  # the database is back
+
+    assert journal.shipped(served, timeout=10.0)
+    assert sorted(p.trans_id for p in payments()) == sorted(b["TransID"] for b in bodies)
