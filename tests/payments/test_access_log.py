@@ -41,10 +41,11 @@ def wait_until_up(base: str, server: subprocess.Popen) -> None:
     raise AssertionError("gunicorn did not start")
 
 
-def test_gunicorn_prints_each_access_line_and_never_the_token(database_url, shortcode):
+def test_gunicorn_prints_each_access_line_and_never_the_token(database_url, shortcode, tmp_path):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
     env |= {"DATABASE_URL": database_url, "SECRET_KEY": "access-log-test"}
+    env["MAREJESHO_JOURNAL_DIR"] = str(tmp_path / "journal")  # not the checkout's instance/
     server = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "1"]
         + ["--access-logfile", "-", "--error-logfile", "-", "--no-control-socket"]
