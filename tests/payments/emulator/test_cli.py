@@ -69,3 +69,33 @@ def test_demo_traffic_pays_the_demo_paybill(app, app_factory, runner, make_loan,
             select(C2BPayment).where(C2BPayment.shortcode_id == demo.id)
         ).all()
     assert {p.trans_id for p in payments} == set(made)
+
+
+def test_demo_traffic_goes_on_paying_while_the_database_is_down(
+    app, app_factory, make_loan, start_emulator
+):
+    """Payers do not stop when our database does: the demo repeats recent payers."""
+    from sqlalchemy.exc import OperationalError
+
+    from payments.emulator.demo_traffic import send_demo_traffic
+
+    make_loan(number="LOAN-000123")
+    load_demo_shortcode(db.session)
+    db.session.commit()
+    emulator = start_emulator()
+    opened = []
+
+    def sessions():
+        opened.append(1)
+        if len(opened) > 1:  # the database went away after the first payment
+            raise OperationalError("SELECT …", {}, ConnectionRefusedError("refused"))
+        return Session(db.engine)
+
+    said: list[str] = []
+    with background_server(app_factory()) as marejesho:
+        made = send_demo_traffic(
+            sessions, marejesho, emulator.url, every=0, count=3, seed=7, echo=said.append
+        )
+    assert made == 3 and len(opened) == 3
+    assert any("database does not answer" in line for line in said)
+    assert sum(line.startswith("demo payment") for line in said) == 3
