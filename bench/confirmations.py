@@ -4,9 +4,12 @@ Not a test: it prints figures. Set-up, as a lender would do it (not timed): a fr
 (the embedded default, a SQLite file in a temp dir; or PostgreSQL with --database-url),
 `flask --app app db upgrade`, `flask --app app payments add-shortcode 600984 --name Bench`,
 and `flask --app app lenders import-loans` of a generated book of --loans loans, so that
-matching and posting have real work. No REDIS_URL: each confirmation is stored and
-acknowledged by the request and processed (matched and posted) in-process, on the gunicorn
-worker's job thread once the worker is idle, as the embedded default does.
+matching and posting have real work. No REDIS_URL: each confirmation is journalled and
+acknowledged by the request, shipped to the database by the process's journal shipper (in
+batches, while the load runs: its CPU is in the figures), and processed (matched and
+posted) in-process, on the gunicorn worker's job thread once the worker is idle, as the
+embedded default does. After the load, the journal's backlog is printed and waited for
+(payments/journal.py; the journal is in the run's temporary directory).
 
 Then, for each worker mode (gunicorn sync workers; gthread workers with --threads), it serves
 first the floor (bench/floor_app.py: the same route, parse the JSON, answer "Accepted") and
@@ -23,10 +26,10 @@ processed the burst's backlog (at most --drain-timeout), and that time is printe
 
 A third target, "app+redis", serves the app with REDIS_URL pointing at a private
 redis-server this script starts on a loopback port (memory only, stopped at the end): the
-production shape, where the request only stores and enqueues (no RQ worker runs, so those
-rows stay "received"). --no-redis skips it. Before the HTTP runs, --profile N posts N
-confirmations in-process through the Flask test client and prints where one confirmation's
-time goes (store, match, post, SMS receipt and notices; enqueue).
+production shape, where the request journals and acknowledges and the shipper stores (no
+RQ worker runs, so those rows stay "received"). --no-redis skips it. Before the HTTP runs,
+--profile N posts N confirmations in-process through the Flask test client and prints where
+one confirmation's time goes (keep, ship, match, post, SMS receipt and notices; wake).
 
     .venv/bin/python bench/confirmations.py                    # SQLite, sync and gthread
     .venv/bin/python bench/confirmations.py \\
@@ -108,7 +111,7 @@ def parse_args(argv):
         "--no-redis",
         action="store_true",
         help="skip the third target: the app with REDIS_URL pointing at a private "
-        "redis-server started for the run (store + enqueue only, no RQ worker: the "
+        "redis-server started for the run (journal, store and wake only, no worker: the "
         "production shape of the endpoint; rows stay 'received')",
     )
     parser.add_argument(
@@ -652,10 +655,10 @@ def profile_inprocess(
     stats = pstats.Stats(profiler).stats
     print(
         "\nin-process (Flask test client, one thread, no HTTP"
-        + (", REDIS_URL set: store + enqueue" if redis_url else ", no REDIS_URL: jobs inline")
+        + (", REDIS_URL set: journal, store, wake" if redis_url else ", no REDIS_URL: jobs inline")
         + f"): {1000 * plain:.1f} ms per confirmation, {statements['n'] / count:.0f} SQL "
-        "statements each through SQLAlchemy (plus the request's own three, compiled once "
-        "and run on the driver)"
+        "statements each through SQLAlchemy (shipping, posting and messages: a batch of one "
+        "here, as jobs run inline; plus the journal's own SQLite)"
     )
     rows = []
     for file, function, label in PROFILED:
@@ -1043,10 +1046,12 @@ def main(argv=None) -> int:
     bl.print_table(header, rows)
     print(f"bodies sent by kind: {dict(bodies.kinds)}")
     print(
-        "app = the embedded default (no REDIS_URL): the request stores and acknowledges; "
+        "app = the embedded default (no REDIS_URL): the request journals and acknowledges, "
+        "each process's shipper stores; "
         "matching, posting, the SMS receipt and notices run on each worker's job thread when "
         "the worker is idle (the processing line above says how long the burst's backlog "
-        "took); app+redis = REDIS_URL set, the request stores and enqueues"
+        "took); app+redis = REDIS_URL set, the request journals, the shipper stores and wakes "
+        "the workers"
     )
     for (mode, target), values in ratios.items():
         ratio = statistics.median(values)
