@@ -58,6 +58,9 @@ def config_from_env(environ: Mapping[str, str] | None = None) -> dict:
     if production and not public_base_url.startswith("https://"):
         raise ConfigError("production needs an https PUBLIC_BASE_URL (Safaricom calls it)")
     database = database_url(env)
+    acknowledge = (env.get("MAREJESHO_ACKNOWLEDGE") or "journal").strip().lower()
+    if acknowledge not in ("journal", "database"):
+        raise ConfigError(f"MAREJESHO_ACKNOWLEDGE is journal or database, not {acknowledge!r}")
     return {
         "ENV_NAME": "production" if production else "development",
         "SECRET_KEY": env.get("SECRET_KEY") or _development_secret_key(),
@@ -77,8 +80,12 @@ def config_from_env(environ: Mapping[str, str] | None = None) -> dict:
         # it is answered (False: inside the request, as the tests do).
         "JOBS_IN_BACKGROUND": True,
         "PUBLIC_BASE_URL": public_base_url,
-        # Where confirmations wait while the database is unreachable (payments/journal.py).
+        # Where each server process journals the confirmations it takes, synced to disk,
+        # on their way to the database (payments/journal.py).
         "JOURNAL_DIR": env.get("MAREJESHO_JOURNAL_DIR") or str(INSTANCE_DIR / "journal"),
+        # When Safaricom hears "Accepted": once the journal has it ("journal"), or once the
+        # database has it too ("database": slower; the journal still keeps it in an outage).
+        "ACKNOWLEDGE": acknowledge,
         "MAREJESHO_ENCRYPTION_KEYS": env.get("MAREJESHO_ENCRYPTION_KEYS", ""),
         # Proxies in front of the app that append X-Forwarded-For; 0 trusts none.
         "PROXY_HOPS": int(env.get("MAREJESHO_PROXY_HOPS", "0")),

@@ -278,18 +278,23 @@ def accept(app: Flask, shortcode, body: bytes, address: str | None, headers: dic
 
 def ship_soon(app: Flask) -> None:
     """Have this process's journal shipped: by its shipper thread in a server, at once
-    where jobs run inline (tests and commands: the request answers after the database has
-    the confirmation). Never raises: what is not shipped now waits in the journal."""
+    where jobs run inline (tests and commands) or the lender wants Safaricom answered only
+    once the database has the confirmation (MAREJESHO_ACKNOWLEDGE=database). Never raises:
+    what is not shipped now (the database is down) waits in the journal."""
     own = _own(app)
-    if serving() and app.config.get("JOBS_IN_BACKGROUND", True):
+    in_background = serving() and app.config.get("JOBS_IN_BACKGROUND", True)
+    if in_background and app.config.get("ACKNOWLEDGE", "journal") == "journal":
         if not own.woken.is_set():
             own.wake()
         return
+    token = _serving.set(in_background)  # what the shipping wakes: as from the request
     try:
         with own.ship_lock, job_context(app):
             ship(own.path, own=own)
     except Exception as exc:  # noqa: BLE001 - the rows wait in the journal
         _log_failure("shipping the confirmation journal", exc)
+    finally:
+        _serving.reset(token)
 
 
 def store_directly(app: Flask, shortcode, body: bytes, *, source_ip, headers: dict):

@@ -256,7 +256,6 @@ def test_a_server_ships_what_waited_through_an_outage_with_nobody_acting(
     """A server process (its shipper thread, no inline jobs): acknowledged during the
     outage, in the database once it answers, without anyone calling anything."""
     served = app_factory(JOBS_IN_BACKGROUND=True, JOURNAL_DIR=app.config["JOURNAL_DIR"])
-    served.extensions["marejesho.jobs"].quiet = 3600.0  # posting is not what this is about
     client = served.test_client()
     bodies = [c2b_body(TransAmount="25.00"), c2b_body(TransAmount="35.00")]
     monkeypatch.setattr(intake, "store_confirmations", database_down)
@@ -270,3 +269,31 @@ def test_a_server_ships_what_waited_through_an_outage_with_nobody_acting(
 
     assert journal.shipped(served, timeout=10.0)
     assert sorted(p.trans_id for p in payments()) == sorted(b["TransID"] for b in bodies)
+
+
+def test_a_lender_may_have_safaricom_answered_only_once_the_database_has_it(
+    app, app_factory, shortcode
+):
+    """MAREJESHO_ACKNOWLEDGE=database: a server process (jobs in the background) still
+    answers only after the confirmation is committed in the database."""
+    served = app_factory(
+        JOBS_IN_BACKGROUND=True, ACKNOWLEDGE="database", JOURNAL_DIR=app.config["JOURNAL_DIR"]
+    )
+    body = c2b_body(TransAmount="45.00")
+
+    answer = post(served.test_client(), shortcode, body)
+
+    assert answer.get_json() == ACCEPTED
+    assert [p.trans_id for p in payments()] == [body["TransID"]]  # no waiting for a shipper
+    assert journal.waiting(served) == 0
+
+
+@pytest.mark.parametrize("value", ["later", "db", "journal,database"])
+def test_acknowledge_is_journal_or_database(value):
+    from lenders.config import ConfigError, config_from_env
+
+    with pytest.raises(ConfigError, match="MAREJESHO_ACKNOWLEDGE"):
+        config_from_env({"MAREJESHO_ACKNOWLEDGE": value})
+    assert config_from_env({})["ACKNOWLEDGE"] == "journal"
+    assert config_from_env({"MAREJESHO_ACKNOWLEDGE": ""})["ACKNOWLEDGE"] == "journal"
+    assert config_from_env({"MAREJESHO_ACKNOWLEDGE": "Database"})["ACKNOWLEDGE"] == "database"
