@@ -206,3 +206,29 @@ def test_an_unusable_metrics_directory_stops_the_app_from_starting(
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(blocker / "metrics"))
     with pytest.raises(ConfigError):
         app_factory()
+
+
+def test_confirmations_waiting_in_the_journal_are_a_queue_depth(
+    metrics_app, client, shortcode, monkeypatch
+):
+    """While the database cannot take them, acknowledged confirmations wait on this host:
+    /metrics (and /healthz for admins) say how many."""
+    from sqlalchemy.exc import OperationalError
+
+    from payments import intake
+
+    def database_down(*args, **kwargs):
+        driver_error = db.engine.dialect.dbapi.OperationalError("server closed the connection")
+        raise OperationalError("INSERT INTO c2b_payment …", {}, driver_error)
+
+    monkeypatch.setattr(intake, "store_confirmations", database_down)
+    for amount in ("10.00", "20.00", "30.00"):
+        url = f"/payments/c2b/{shortcode.callback_token}/confirmation"
+        assert client.post(url, json=c2b_body(TransAmount=amount)).status_code == 200
+    assert value(scrape(client), "marejesho_queue_depth", queue="journal") == 3
+    monkeypatch.undo()
+
+    from payments import journal
+
+    assert journal.replay() == 3
+    assert value(scrape(client), "marejesho_queue_depth", queue="journal") == 0
