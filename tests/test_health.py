@@ -84,7 +84,7 @@ def test_admins_get_the_details(client, auth, busy_book):
     assert found["status"] == "up"
     assert found["checks"]["database"]["ok"] is True
     assert "redis" not in found["checks"]  # no REDIS_URL: nothing to check
-    assert found["queues"] == {"payments": 1, "messages": 1, "reversals": 0}
+    assert found["queues"] == {"payments": 1, "messages": 1, "reversals": 0, "journal": 0}
     payments = found["payments"]
     assert payments["oldest_received_age_seconds"] >= 0
     assert payments["waiting_for_staff"] == {"unmatched": 1, "failed": 0, "review": 0}
