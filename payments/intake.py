@@ -17,7 +17,7 @@ from lenders.models import utcnow
 from payments.bulk_sql import insert_rows
 from payments.matching import find_reference
 from payments.models import C2BPayment, CallbackLog, PaymentStatus, Shortcode
-from payments.parsing import C2BNotice, NotDaraja, parse_c2b, received_time
+from payments.parsing import C2BNotice, NotDaraja, parse_c2b
 
 log = logging.getLogger("marejesho.callbacks")
 security_log = logging.getLogger("marejesho.security")
@@ -158,7 +158,7 @@ def _payment_row(shortcode, notice: C2BNotice, entry: dict) -> dict:
         "shortcode_id": shortcode.id,
         "trans_id": notice.trans_id,
         "trans_type": notice.trans_type,
-        "trans_time": received_time(notice),
+        "trans_time": notice.trans_time or entry["received_at"],  # unreadable: when it came
         "amount": notice.amount,
         "bill_ref": notice.bill_ref,
         "invoice_number": notice.invoice_number,

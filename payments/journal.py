@@ -34,6 +34,7 @@ import fcntl
 import json
 import logging
 import os
+import secrets
 import sqlite3
 import threading
 import time
@@ -56,7 +57,10 @@ SHIP_BATCH = 500
 SHIP_EVERY = 0.25
 FILENAME = "confirmations.db"  # shared: shortcodes, and rows kept by earlier versions
 _SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS confirmation (id INTEGER PRIMARY KEY, token TEXT NOT NULL,"
+    # AUTOINCREMENT: an id is never given twice, so forgetting a shipped batch by its ids
+    # can never forget a confirmation journalled since under a reused id.
+    "CREATE TABLE IF NOT EXISTS confirmation (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " token TEXT NOT NULL,"
     " received_at TEXT NOT NULL, source_ip TEXT, headers TEXT NOT NULL, body BLOB NOT NULL)",
     "CREATE TABLE IF NOT EXISTS shortcode (callback_token TEXT PRIMARY KEY, id INTEGER NOT NULL,"
     " number TEXT NOT NULL, allowed_ips TEXT, validation_policy TEXT)",
@@ -102,7 +106,8 @@ def _synchronous(app: Flask) -> str:
 
 
 def _connect(path: Path, synchronous: str = "FULL") -> sqlite3.Connection:
-    """This thread's connection to a journal file (opened once)."""
+    """This thread's connection to a file that lives as long as the process uses it: its own
+    journal, and the shared file (opened once). Other files: ``_opened``."""
     connections = getattr(_local, "connections", None)
     if connections is None:
         connections = _local.connections = {}
@@ -113,9 +118,27 @@ def _connect(path: Path, synchronous: str = "FULL") -> sqlite3.Connection:
     return connection
 
 
-def _open(path: Path, synchronous: str = "FULL") -> sqlite3.Connection:
+@contextlib.contextmanager
+def _opened(path: Path, synchronous: str = "NORMAL"):
+    """A connection of its own to another process's (or a copied) journal file, closed
+    after use; None when the file is not there (it is never created here)."""
+    try:
+        connection = _open(path, synchronous, create=False)
+    except sqlite3.OperationalError:
+        if path.exists():
+            raise
+        yield None
+        return
+    try:
+        yield connection
+    finally:
+        connection.close()
+
+
+def _open(path: Path, synchronous: str = "FULL", *, create: bool = True) -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
-    connection = sqlite3.connect(path, timeout=10, isolation_level=None)
+    target = path if create else f"file:{path}?mode=rw"
+    connection = sqlite3.connect(target, timeout=10, isolation_level=None, uri=not create)
     for attempt in range(50):  # two processes creating the shared file at once: one waits
         try:
             connection.execute("PRAGMA journal_mode=WAL")
@@ -131,19 +154,13 @@ def _open(path: Path, synchronous: str = "FULL") -> sqlite3.Connection:
     return connection
 
 
-def _forget_connection(path: Path) -> None:
-    connection = getattr(_local, "connections", {}).pop(path, None)
-    if connection is not None:
-        connection.close()
-
-
-def _try_lock(path: Path, *, wait: bool = False):
+def _try_lock(path: Path):
     """The lock on a journal file (its ``.lock`` beside it), or None when another process
     holds it: the owner of a process's own file holds it while it lives."""
     lock_path = path.with_name(path.name + ".lock")
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
         return None
@@ -156,9 +173,13 @@ class _Own:
     def __init__(self, app: Flask) -> None:
         self.app = app
         self.pid = os.getpid()
-        self.path = journal_dir(app) / f"confirmations-{self.pid}.db"
+        # A name no other process ever had (pids are reused, by containers above all), so
+        # that no one can take this file for a dead process's while this process lives.
+        self.path = journal_dir(app) / f"confirmations-{self.pid}-{secrets.token_hex(4)}.db"
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.lock_fd = _try_lock(self.path, wait=True)  # held for the process's life
+        self.lock_fd = _try_lock(self.path)  # held for the process's life
+        if self.lock_fd is None:
+            raise OSError(f"journal file {self.path.name} is locked by another process")
         self.synchronous = _synchronous(app)
         self.waiting: int | None = None  # rows in the file, counted once, then kept up to date
         self.write_lock = threading.Lock()  # one writer at a time: no SQLite busy waits
@@ -313,14 +334,20 @@ def ship(path: Path, *, own: _Own | None = None, replayed: bool = False) -> int:
     """Store a journal file's confirmations in the database, oldest first, a batch per
     transaction, and forget each batch once committed; how many were stored. Needs an app
     context; raises on a database failure (what was not stored waits in the file)."""
+    if own is not None:
+        if not path.exists():
+            return 0
+        # The shipper's own connection forgets without waiting for the disk: a forgetting
+        # lost to a power cut sends a batch again, which the database logs as duplicates.
+        return _ship(_connect(path, "NORMAL"), path, own, replayed)
+    with _opened(path) as connection:
+        return 0 if connection is None else _ship(connection, path, None, replayed)
+
+
+def _ship(connection: sqlite3.Connection, path: Path, own: _Own | None, replayed: bool) -> int:
     from payments.callbacks import find_shortcode
     from payments.intake import Kept
 
-    if not path.exists():
-        return 0
-    # The shipper's own connection forgets without waiting for the disk: a forgetting lost
-    # to a power cut sends a batch again, which the database logs as duplicates.
-    connection = _connect(path, "NORMAL")
     guard = own.write_lock if own is not None else contextlib.nullcontext()
     done, after = 0, 0
     while True:
@@ -363,10 +390,11 @@ def ship(path: Path, *, own: _Own | None = None, replayed: bool = False) -> int:
 
 
 def _store(kept: list) -> list:
-    """Store a batch in one transaction and commit; what became of each (None: could not be
-    stored, not even as a quarantined body: it stays in the journal). A database failure
-    raises; any other error sends the batch again one by one, so that one confirmation a
-    bug cannot store is quarantined with the error, and the rest are stored."""
+    """Store a batch in one transaction and commit; what became of each (None: not stored,
+    it stays in the journal). A database failure raises. Any other error sends the batch
+    again one by one: a confirmation that fails while others are stored is quarantined
+    with the error (a body that breaks something, for an admin); when every one fails,
+    that is a bug or a broken database, not a body: all stay in the journal, loudly."""
     from lenders.jobs import is_transient
     from payments.intake import store_confirmations
 
@@ -380,9 +408,25 @@ def _store(kept: list) -> list:
         db.session.rollback()
         if is_transient(exc) or database_unreachable(exc, db.engine.dialect):
             raise
-        if len(kept) > 1:
-            return [one for item in kept for one in _store([item])]
-        return [_quarantine(kept[0], exc)]
+        failure = exc
+    results: list = [failure] if len(kept) == 1 else []
+    for item in kept if len(kept) > 1 else ():
+        try:
+            (stored,) = store_confirmations(db.session, [item])
+            db.session.commit()
+            results.append(stored)
+        except Exception as exc:
+            db.session.rollback()
+            if is_transient(exc) or database_unreachable(exc, db.engine.dialect):
+                raise
+            results.append(exc)
+    if all(isinstance(r, Exception) for r in results):
+        _log_failure("storing journalled confirmations (they stay in the journal)", failure)
+        return [None] * len(kept)
+    return [
+        _quarantine(item, r) if isinstance(r, Exception) else r
+        for item, r in zip(kept, results, strict=True)
+    ]
 
 
 def _quarantine(item, exc: Exception):
@@ -469,7 +513,9 @@ def waiting(app: Flask | None = None) -> int:
     total = 0
     for path in journal_files(app):
         try:
-            total += _connect(path).execute("SELECT count(*) FROM confirmation").fetchone()[0]
+            with _opened(path) as connection:
+                if connection is not None:
+                    total += connection.execute("SELECT count(*) FROM confirmation").fetchone()[0]
         except sqlite3.Error:
             continue
     return total
@@ -479,7 +525,7 @@ def shipped(app: Flask, timeout: float = 30.0) -> bool:
     """Wait until this process's journal is empty (tests and benchmarks); False on timeout."""
     own = _own(app)
     deadline = time.monotonic() + timeout
-    while own.path.exists() and _has_rows(own.path):
+    while own.path.exists() and _has_rows(_connect(own.path, own.synchronous)):
         if time.monotonic() > deadline:
             return False
         time.sleep(0.01)
@@ -492,10 +538,7 @@ def replay(path: Path | None = None) -> int:
     owns (a process that died, the shared file); how many were stored. Needs an app
     context; stops at a database failure (try again later)."""
     if path is not None:
-        try:
-            return ship(Path(path), replayed=True)
-        finally:
-            _forget_connection(Path(path))
+        return _adopt(Path(path), keep_files=True)
     mine = _owns.get((os.getpid(), current_app.config["JOURNAL_DIR"]))
     done = 0
     for found in journal_files():
@@ -506,24 +549,37 @@ def replay(path: Path | None = None) -> int:
                 finally:
                     mine.ship_lock.release()
             continue
-        lock = _try_lock(found)
-        if lock is None:
-            continue  # a living process owns it and ships it
-        try:
-            done += ship(found, replayed=True)
-            if found.name != FILENAME and not _has_rows(found):
-                _forget_connection(found)
-                for suffix in ("", "-wal", "-shm", ".lock"):
-                    found.with_name(found.name + suffix).unlink(missing_ok=True)
-        finally:
-            os.close(lock)
+        done += _adopt(found, keep_files=found.name == FILENAME)
     if done:
         log.warning("replayed %s journalled confirmation(s) into the database", done)
     return done
 
 
-def _has_rows(path: Path) -> bool:
-    return _connect(path).execute("SELECT 1 FROM confirmation LIMIT 1").fetchone() is not None
+def _adopt(path: Path, *, keep_files: bool) -> int:
+    """Ship a file no living process owns, under its lock; then, unless ``keep_files``,
+    remove it once empty. A file whose owner lives (it holds the lock) is left to it.
+    Names are never reused (a pid and a random part), so removing a file and its lock
+    cannot take anything from a process that started since."""
+    lock = _try_lock(path)
+    if lock is None:
+        return 0
+    try:
+        with _opened(path) as connection:
+            if connection is None:
+                done, empty = 0, True
+            else:
+                done = _ship(connection, path, None, replayed=True)
+                empty = not _has_rows(connection)
+        if empty and not keep_files:
+            for suffix in ("", "-wal", "-shm", ".lock"):
+                path.with_name(path.name + suffix).unlink(missing_ok=True)
+    finally:
+        os.close(lock)
+    return done
+
+
+def _has_rows(connection: sqlite3.Connection) -> bool:
+    return connection.execute("SELECT 1 FROM confirmation LIMIT 1").fetchone() is not None
 
 
 @runner.every(3, local=True)

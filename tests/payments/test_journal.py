@@ -297,3 +297,46 @@ def test_acknowledge_is_journal_or_database(value):
     assert config_from_env({})["ACKNOWLEDGE"] == "journal"
     assert config_from_env({"MAREJESHO_ACKNOWLEDGE": ""})["ACKNOWLEDGE"] == "journal"
     assert config_from_env({"MAREJESHO_ACKNOWLEDGE": "Database"})["ACKNOWLEDGE"] == "database"
+
+
+def test_a_bug_that_breaks_every_confirmation_leaves_them_all_in_the_journal(
+    app, client, shortcode, monkeypatch
+):
+    """Not one body's fault: nothing is quarantined, nothing is lost; once the code is
+    fixed, they are stored."""
+    bodies = [c2b_body(TransAmount="11.00"), c2b_body(TransAmount="12.00")]
+
+    def bug(session, kept):
+        raise TypeError("a bad deploy")
+
+    monkeypatch.setattr(intake, "store_confirmations", database_down)
+    for body in bodies:
+        assert post(client, shortcode, body).get_json() == ACCEPTED
+    monkeypatch.setattr(intake, "store_confirmations", bug)
+
+    assert journal.replay() == 0
+
+    assert journal.waiting(app) == 2 and payments() == []
+    assert db.session.scalars(select(CallbackLog)).all() == []
+    monkeypatch.undo()  # fixed
+    assert journal.replay() == 2
+    assert sorted(p.trans_id for p in payments()) == sorted(b["TransID"] for b in bodies)
+
+
+def test_a_journal_never_gives_an_id_twice(app, client, shortcode):
+    """Forgetting a shipped batch by its ids cannot forget one journalled since."""
+    post(client, shortcode, c2b_body())
+    own = journal._own(app)
+    connection = journal._connect(own.path)
+    first = connection.execute("SELECT seq FROM sqlite_sequence").fetchone()[0]
+    assert journal.waiting(app) == 0  # shipped and forgotten: the table is empty
+    post(client, shortcode, c2b_body())
+    assert connection.execute("SELECT seq FROM sqlite_sequence").fetchone()[0] == first + 1
+
+
+def test_an_unreadable_trans_time_is_when_the_journal_took_it(app, shortcode):
+    dead = journal.journal_dir(app) / "confirmations-4194002.db"
+    write_journal(dead, shortcode, [c2b_body(TransTime="yesterday")])
+    assert journal.replay() == 1
+    [payment] = payments()
+    assert payment.trans_time.isoformat().startswith("2026-12-03T09:00")  # not "now"
