@@ -2,7 +2,7 @@
 "Accepted", and in the database moments later.
 
 Each server process appends the confirmations it receives to a journal file of its own (a
-SQLite file, ``confirmations-<pid>.db`` in JOURNAL_DIR), synced to disk as the database
+SQLite file, ``confirmations-<pid>-<random>.db`` in JOURNAL_DIR), synced to disk as the database
 would sync its own commit: fully (fsync) in front of PostgreSQL, as far as the embedded
 SQLite database syncs its own (WAL, synchronous=NORMAL) in front of that. Then it answers.
 A shipper thread in the same process moves what its requests journalled into the database
