@@ -219,7 +219,7 @@ class _Own:
             serving_token = _serving.set(True)  # the work it wakes goes to the workers
             try:
                 with self.ship_lock, job_context(self.app):
-                    ship(self.path, own=self)
+                    ship(self)
                 failures = 0
             except Exception as exc:  # noqa: BLE001 - the rows wait in the journal
                 failures += 1
@@ -311,7 +311,7 @@ def ship_soon(app: Flask) -> None:
     token = _serving.set(in_background)  # what the shipping wakes: as from the request
     try:
         with own.ship_lock, job_context(app):
-            ship(own.path, own=own)
+            ship(own)
     except Exception as exc:  # noqa: BLE001 - the rows wait in the journal
         _log_failure("shipping the confirmation journal", exc)
     finally:
@@ -330,21 +330,20 @@ def store_directly(app: Flask, shortcode, body: bytes, *, source_ip, headers: di
     return stored
 
 
-def ship(path: Path, *, own: _Own | None = None, replayed: bool = False) -> int:
-    """Store a journal file's confirmations in the database, oldest first, a batch per
-    transaction, and forget each batch once committed; how many were stored. Needs an app
-    context; raises on a database failure (what was not stored waits in the file)."""
-    if own is not None:
-        if not path.exists():
-            return 0
-        # The shipper's own connection forgets without waiting for the disk: a forgetting
-        # lost to a power cut sends a batch again, which the database logs as duplicates.
-        return _ship(_connect(path, "NORMAL"), path, own, replayed)
-    with _opened(path) as connection:
-        return 0 if connection is None else _ship(connection, path, None, replayed)
+def ship(own: _Own) -> int:
+    """Store this process's journalled confirmations in the database (``_ship``); how many.
+    Needs an app context and ``own.ship_lock``; raises on a database failure."""
+    if not own.path.exists():
+        return 0
+    # The shipper's own connection forgets without waiting for the disk: a forgetting lost
+    # to a power cut sends a batch again, which the database logs as duplicates.
+    return _ship(_connect(own.path, "NORMAL"), own.path, own, replayed=False)
 
 
 def _ship(connection: sqlite3.Connection, path: Path, own: _Own | None, replayed: bool) -> int:
+    """A journal file's confirmations to the database, oldest first, a batch per
+    transaction, each batch forgotten once committed; how many were stored. Raises on a
+    database failure (what was not stored waits in the file)."""
     from payments.callbacks import find_shortcode
     from payments.intake import Kept
 
@@ -545,7 +544,7 @@ def replay(path: Path | None = None) -> int:
         if mine is not None and found == mine.path:
             if mine.ship_lock.acquire(blocking=False):  # its shipper may be at work
                 try:
-                    done += ship(found, own=mine)
+                    done += ship(mine)
                 finally:
                     mine.ship_lock.release()
             continue
