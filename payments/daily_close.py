@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from lenders.days import nairobi_day, nairobi_midnight
 from lenders.models import Repayment
+from payments import refunds
 from payments.models import C2BPayment, PaymentStatus, Shortcode, payment_repayment
 from payments.reconciliation_models import ReconciliationSignOff, StatementImport, StatementLine
 
@@ -106,9 +107,9 @@ class DayClose:
 
 
 def refunds_for(session: Session, shortcode_id: int, day: date) -> dict[int, Decimal]:
-    """{payment id: credit refunded by B2C} for the day's payments. Refunds are money
-    out, built on another branch; until they are here, nothing was refunded."""
-    return {}
+    """{payment id: credit refunded by B2C (completed refunds)} for the day's payments
+    (payments/refunds.py)."""
+    return refunds.refunds_for(session, shortcode_id, day)
 
 
 def close_day(session: Session, shortcode: Shortcode, day: date) -> DayClose:
