@@ -39,10 +39,16 @@ from payments.models import C2BPayment, PaymentStatus, payment_repayment
 from payments.visibility import get_payment
 
 REASON_MAX = 500
+AMOUNT = "amount"
 
 
 class RefundRefused(ValueError):
-    """A refund the rules refuse; the message is for the person who asked."""
+    """A refund the rules refuse; the message is for the person who asked, ``field`` the
+    form field it is about (``amount``, ``reason``), if any."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
 
 
 def live_credit(session: Session, payment_id: int) -> tuple[Decimal, set[int]]:
@@ -97,13 +103,13 @@ def parse_amount(text) -> Decimal:
     try:
         amount = Decimal(str(text).replace(",", "").strip())
     except (InvalidOperation, ValueError):
-        raise RefundRefused(f"{str(text)[:40]!r} is not an amount") from None
+        raise RefundRefused(f"{str(text)[:40]!r} is not an amount", AMOUNT) from None
     if not amount.is_finite() or amount <= 0:
-        raise RefundRefused("the amount must be more than zero")
+        raise RefundRefused("the amount must be more than zero", AMOUNT)
     if amount != amount.to_integral_value():
-        raise RefundRefused(f"M-Pesa pays whole shillings; {format_kes(amount)} has cents")
+        raise RefundRefused(f"M-Pesa pays whole shillings; {format_kes(amount)} has cents", AMOUNT)
     if not B2C_MIN <= amount <= B2C_MAX:
-        raise RefundRefused("M-Pesa pays between KES 10 and KES 250,000 in one payment")
+        raise RefundRefused("M-Pesa pays between KES 10 and KES 250,000 in one payment", AMOUNT)
     return amount.quantize(Decimal("0.01"))
 
 
@@ -123,9 +129,9 @@ def request_refund(
     amount above what is left or that M-Pesa cannot pay, no reason, no phone."""
     reason = (reason or "").strip()
     if not reason:
-        raise RefundRefused("say why the credit is refunded")
+        raise RefundRefused("say why the credit is refunded", "reason")
     if len(reason) > REASON_MAX:
-        raise RefundRefused(f"keep the reason under {REASON_MAX} characters")
+        raise RefundRefused(f"keep the reason under {REASON_MAX} characters", "reason")
     if not (actor.is_admin or actor.role == "officer"):
         raise RefundRefused("only an officer or an admin asks for a refund")
     payment = get_payment(session, actor, payment_id)
@@ -148,7 +154,8 @@ def request_refund(
     if amount > left:
         raise RefundRefused(
             f"at most {format_kes(left)} of payment {payment.trans_id}'s credit can be "
-            f"refunded, not {format_kes(amount)}"
+            f"refunded, not {format_kes(amount)}",
+            AMOUNT,
         )
     phones = [p.number for p in borrower.phones]
     if not phones:
