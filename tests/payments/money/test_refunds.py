@@ -130,6 +130,7 @@ def test_a_refund_is_asked_approved_paid_once_and_the_close_counts_it(
     day = payment.trans_time.astimezone(NAIROBI).date()
     close = close_day(db.session, db.session.get(Shortcode, registered.id), day)
     assert (close.refunded, close.credit, close.balanced) == (D("300.00"), D("200.00"), True)
+    assert close.fingerprint["refunded"] == "300.00"  # a sign-off before it sees the change
     shown = runner.invoke(
         args=[
             "payments",
