@@ -28,7 +28,7 @@ from payments.models import C2BPayment, Shortcode
 from payments.money_jobs import ask_about_late_payouts
 from payments.refunds import RefundRefused, refundable, request_refund
 from payments.shortcodes import daraja_client, register_urls
-from tests.payments.money.conftest import active_loan, audit_count, eventually
+from tests.payments.money.conftest import active_loan, all_at_once, audit_count, eventually
 
 pytestmark = [pytest.mark.usefixtures("live"), pytest.mark.both_databases]
 NAIROBI = ZoneInfo("Africa/Nairobi")
@@ -310,3 +310,23 @@ def test_the_payment_page_refunds_and_the_overview_lists_it(
     [refund] = db.session.scalars(select(Disbursement).where(Disbursement.purpose == "refund"))
     page = client.get(f"/money/disbursements/{refund.id}").get_data(as_text=True)
     assert "Refund of borrower credit" in page and 'id="approve-form"' in page
+
+
+def test_requests_at_once_never_hold_more_than_the_credit(app, registered, admins):
+    payment = overpaid(app, registered)
+    payment_id, admin_id = payment.id, admins[0].id
+
+    def ask(_):
+        with app.app_context():
+            try:
+                actor = db.session.get(type(admins[0]), admin_id)
+                request_refund(db.session, payment_id, D("200"), actor=actor, reason="at once")
+                db.session.commit()
+                return "held"
+            except RefundRefused:
+                db.session.rollback()
+                return "refused"
+
+    results = all_at_once(6, ask)
+    assert sorted(results) == ["held"] * 2 + ["refused"] * 4
+    assert credit_of(payment) == D("100.00") and audit_count("refund.requested") == 2
