@@ -19,6 +19,7 @@ from lenders.disbursements import (
     DisbursementError,
     approve_disbursement,
     cancel_disbursement,
+    complete_disbursement,
     retry_disbursement,
 )
 from lenders.extensions import db
@@ -330,3 +331,25 @@ def test_requests_at_once_never_hold_more_than_the_credit(app, registered, admin
     results = all_at_once(6, ask)
     assert sorted(results) == ["held"] * 2 + ["refused"] * 4
     assert credit_of(payment) == D("100.00") and audit_count("refund.requested") == 2
+
+
+def test_paid_after_a_cancellation_takes_the_credit_again_never_below_zero(
+    app, registered, officer, admins
+):
+    payment = overpaid(app, registered, officer)
+    refund = asked(payment, officer, "400")
+    cancel_disbursement(db.session, refund.id, actor=admins[0])
+    db.session.commit()
+    later = asked(payment, officer, "300")  # the credit given back is asked for again
+    assert credit_of(payment) == D("200.00")
+    # Safaricom reports the cancelled one paid after all (as a Transaction Status might)
+    complete_disbursement(
+        db.session, refund.id, receipt="TK6LATE001", receiver_name="", completed_at=None, how="test"
+    )
+    db.session.commit()
+    assert credit_of(payment) == D("0.00")  # took the 200 there was, not 400
+    event = db.session.scalars(
+        select(AuditEvent).where(AuditEvent.action == "refund.completed")
+    ).one()
+    assert event.after["not_covered_by_credit"] == "200.00" and "cancelled" in event.reason
+    assert now_refund(later.id).status == "requested"
