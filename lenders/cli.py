@@ -125,7 +125,8 @@ def disbursement_json(disbursement) -> dict:
     """A payout as the commands print it (phone masked)."""
     return {
         "id": disbursement.id,
-        "loan_number": disbursement.loan.number,
+        "purpose": disbursement.purpose,
+        "loan_number": disbursement.loan.number if disbursement.loan else None,
         "amount": str(disbursement.amount),
         "phone": f"{disbursement.phone[:4]}****{disbursement.phone[-4:]}",
         "status": disbursement.status,

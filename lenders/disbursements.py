@@ -13,6 +13,15 @@ is sent again before) → ``completed`` or ``failed``; ``failed`` → ``approved
 retry) or ``cancelled``. One disbursement per loan is alive at a time (a partial unique
 index), so a loan is never paid out twice by two requests.
 
+A disbursement's ``purpose`` is ``loan`` (the payout above) or ``refund``: borrower credit a
+posted C2B payment left, paid back to the borrower's phone by the same B2C path. A refund
+holds its credit from the moment it is requested (``borrower.credit`` goes down, never
+below zero), gives it back when it is cancelled or fails, and keeps it spent when it is
+completed; each of those moves is one audit event on the borrower. Which payment's credit
+may be refunded is the payments package's business (payments/refunds.py): the book only
+knows the payment by its key. A failed refund is not retried: its credit is back with the
+borrower, and a new request is made (and approved) if the money should go again.
+
 Services take the session and plain values, never commit, and write an audit event."""
 
 from __future__ import annotations
@@ -30,7 +39,15 @@ from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 from lenders.book import loan_snapshot, lock_loan, record_audit
 from lenders.extensions import db
 from lenders.jobs import wake_on_commit
-from lenders.models import Installment, Loan, Setting, StaffUser, UTCDateTime, utcnow
+from lenders.models import (
+    Borrower,
+    Installment,
+    Loan,
+    Setting,
+    StaffUser,
+    UTCDateTime,
+    utcnow,
+)
 from lenders.money import format_kes
 from lenders.schedule import build_schedule
 
@@ -46,6 +63,9 @@ DISBURSEMENT_STATUSES = (
 )
 IN_FLIGHT = ("sent", "ambiguous")  # Safaricom may have it: only its word settles it
 CANCELLABLE = ("requested", "approved", "failed")
+PURPOSES = ("loan", "refund")
+# A refund in these states holds its amount of the borrower's credit (spent, once completed).
+HOLDING = ("requested", "approved", "sent", "ambiguous", "completed")
 FEES_UPFRONT = "disbursement_fees_upfront"
 B2C_MIN, B2C_MAX = Decimal("10"), Decimal("250000")  # KES per B2C payment (REFERENCE §7.2)
 _LIVE = "status <> 'cancelled'"
@@ -66,6 +86,13 @@ class Disbursement(db.Model):
             name="status",
         ),
         CheckConstraint("amount > 0", name="amount_positive"),
+        CheckConstraint("purpose IN ('loan', 'refund')", name="purpose"),
+        CheckConstraint(
+            "(purpose = 'loan' AND loan_id IS NOT NULL AND payment_id IS NULL) OR "
+            "(purpose = 'refund' AND loan_id IS NULL AND payment_id IS NOT NULL "
+            "AND borrower_id IS NOT NULL)",
+            name="purpose_target",
+        ),
         Index(
             "uq_disbursement_live_loan",
             "loan_id",
@@ -77,7 +104,13 @@ class Disbursement(db.Model):
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    loan_id: Mapped[int] = mapped_column(ForeignKey("loan.id"), index=True)
+    purpose: Mapped[str] = mapped_column(String(8), default="loan", server_default="loan")
+    loan_id: Mapped[int | None] = mapped_column(ForeignKey("loan.id"), index=True)
+    # A refund: the C2B payment whose credit goes back (a row of the payments package's
+    # table, named here only by its key) and the borrower whose credit it is.
+    payment_id: Mapped[int | None] = mapped_column(ForeignKey("c2b_payment.id"), index=True)
+    borrower_id: Mapped[int | None] = mapped_column(ForeignKey("borrower.id"), index=True)
+    note: Mapped[str | None] = mapped_column(Text)  # why it was asked for (a refund's reason)
     amount: Mapped[Decimal] = mapped_column(Numeric(14, 2))
     fees_deducted: Mapped[Decimal] = mapped_column(Numeric(14, 2), default=Decimal("0.00"))
     phone: Mapped[str] = mapped_column(String(12))
@@ -108,7 +141,8 @@ class Disbursement(db.Model):
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
-    loan: Mapped[Loan] = relationship()
+    loan: Mapped[Loan | None] = relationship()
+    borrower: Mapped[Borrower | None] = relationship()
     requested_by: Mapped[StaffUser] = relationship(foreign_keys=[requested_by_id])
     approved_by: Mapped[StaffUser | None] = relationship(foreign_keys=[approved_by_id])
 
@@ -119,6 +153,24 @@ class Disbursement(db.Model):
     def settled(self) -> bool:
         return self.status in ("completed", "cancelled")
 
+    @property
+    def is_refund(self) -> bool:
+        return self.purpose == "refund"
+
+    @property
+    def word(self) -> str:
+        """What the audit trail calls it: ``disbursement`` or ``refund``."""
+        return "refund" if self.is_refund else "disbursement"
+
+    @property
+    def subject(self):
+        """What its audit events are about: the loan paid out, or the borrower refunded."""
+        return self.borrower if self.is_refund else self.loan
+
+    @property
+    def payee(self) -> Borrower:
+        return self.borrower if self.is_refund else self.loan.borrower
+
 
 def new_originator_id(disbursement_id: int, attempt: int) -> str:
     """``MJ000042-1-9f3a0c1e``: the disbursement, its attempt, and a few random characters
@@ -127,12 +179,92 @@ def new_originator_id(disbursement_id: int, attempt: int) -> str:
 
 
 def snapshot(disbursement: Disbursement) -> dict:
-    return {
+    shown = {
         "status": disbursement.status,
         "amount": str(disbursement.amount),
         "attempt": disbursement.attempt,
         "originator_conversation_id": disbursement.originator_conversation_id,
     }
+    if disbursement.is_refund:
+        shown["payment_id"] = disbursement.payment_id
+    return shown
+
+
+def _audit(session: Session, step: str, d: Disbursement, **kw) -> None:
+    """``disbursement.<step>`` on the loan, or ``refund.<step>`` on the borrower."""
+    after = snapshot(d) | {"disbursement_id": d.id} | kw.pop("after", {})
+    record_audit(session, f"{d.word}.{step}", d.subject, after=after, **kw)
+
+
+# --- a refund's hold on the borrower's credit --------------------------------------------
+
+
+def lock_borrower(session: Session, borrower_id: int) -> Borrower:
+    """The borrower after a write on its row: whoever else moves its credit waits for this
+    transaction (a row lock on PostgreSQL, the write lock on SQLite), and the row is
+    read fresh."""
+    session.execute(
+        sql_update(Borrower)
+        .where(Borrower.id == borrower_id)
+        .values(credit=Borrower.credit)
+        .execution_options(synchronize_session=False)
+    )
+    return session.scalars(
+        select(Borrower).where(Borrower.id == borrower_id).execution_options(populate_existing=True)
+    ).one()
+
+
+def _move_credit(session: Session, borrower_id: int, change: Decimal) -> tuple[Decimal, Decimal]:
+    """Add ``change`` (negative: take) to the borrower's credit in one guarded write:
+    (before, after). Raises DisbursementError rather than leave it below zero."""
+    moved = session.execute(
+        sql_update(Borrower)
+        .where(Borrower.id == borrower_id, Borrower.credit + change >= 0)
+        .values(credit=Borrower.credit + change)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    borrower = session.scalars(
+        select(Borrower).where(Borrower.id == borrower_id).execution_options(populate_existing=True)
+    ).one()
+    if not moved:
+        raise DisbursementError(
+            f"{borrower.name} has {format_kes(borrower.credit)} of credit, "
+            f"not {format_kes(-change)}"
+        )
+    return borrower.credit - change, borrower.credit
+
+
+def hold_credit(session: Session, d: Disbursement, step: str, *, actor=None, reason=None):
+    """Take a refund's amount from its borrower's credit (it is held, then spent), with
+    its audit event. Raises DisbursementError when the credit is short."""
+    before, after = _move_credit(session, d.borrower_id, -d.amount)
+    _audit(
+        session,
+        step,
+        d,
+        actor=actor,
+        before={"credit": str(before)},
+        after={"credit": str(after)},
+        reason=reason,
+    )
+
+
+def give_back_credit(session: Session, d: Disbursement, step: str, *, actor=None, reason=None):
+    """A refund that did not pay: its amount is the borrower's credit again, audited."""
+    before, after = _move_credit(session, d.borrower_id, d.amount)
+    _audit(
+        session,
+        step,
+        d,
+        actor=actor,
+        before={"credit": str(before)},
+        after={"credit": str(after), "credit_given_back": str(d.amount)},
+        reason=reason,
+    )
+
+
+def _status_now(session: Session, disbursement_id: int) -> str | None:
+    return session.scalar(select(Disbursement.status).where(Disbursement.id == disbursement_id))
 
 
 # --- what is paid out ---------------------------------------------------------------------
@@ -279,13 +411,7 @@ def approve_disbursement(
     approved = _claim(session, disbursement_id, ("requested",), **values)
     if approved is None:
         raise _refuse_moved(session, disbursement_id, "waiting for approval")
-    record_audit(
-        session,
-        "disbursement.approved",
-        approved.loan,
-        actor=actor,
-        after=snapshot(approved) | {"disbursement_id": approved.id},
-    )
+    _audit(session, "approved", approved, actor=actor)
     wake_on_commit(session, "money")
     return approved
 
@@ -299,17 +425,18 @@ def cancel_disbursement(
         raise DisbursementError("no such disbursement")
     if not actor.is_admin and current.requested_by_id != actor.id:
         raise DisbursementError("only its requester or an admin cancels a disbursement")
-    cancelled = _claim(session, disbursement_id, CANCELLABLE, status="cancelled")
+    prior = _status_now(session, disbursement_id)
+    # From the state just read, so a refund's credit is given back exactly once.
+    cancelled = _claim(
+        session, disbursement_id, (prior,) if prior in CANCELLABLE else (), status="cancelled"
+    )
     if cancelled is None:
         raise _refuse_moved(session, disbursement_id, "cancellable")
-    record_audit(
-        session,
-        "disbursement.cancelled",
-        cancelled.loan,
-        actor=actor,
-        after=snapshot(cancelled) | {"disbursement_id": cancelled.id},
-        reason=(reason or "").strip()[:500] or None,
-    )
+    why = (reason or "").strip()[:500] or None
+    if cancelled.is_refund and prior in HOLDING:
+        give_back_credit(session, cancelled, "cancelled", actor=actor, reason=why)
+    else:
+        _audit(session, "cancelled", cancelled, actor=actor, reason=why)
     return cancelled
 
 
@@ -319,6 +446,11 @@ def retry_disbursement(session: Session, disbursement_id: int, *, actor: StaffUs
     current = session.get(Disbursement, disbursement_id)
     if current is None:
         raise DisbursementError("no such disbursement")
+    if current.is_refund:
+        raise DisbursementError(
+            "a failed refund is not sent again: its credit is back with the borrower; "
+            "request a new refund"
+        )
     if not actor.is_admin or current.requested_by_id == actor.id:
         raise DisbursementError("a retry is approved by an admin other than the requester")
     values: dict = {"status": "approved", "approved_by_id": actor.id, "reason": None}
@@ -328,13 +460,7 @@ def retry_disbursement(session: Session, disbursement_id: int, *, actor: StaffUs
     retried = _claim(session, disbursement_id, ("failed",), status_checks=0, **values)
     if retried is None:
         raise _refuse_moved(session, disbursement_id, "failed")
-    record_audit(
-        session,
-        "disbursement.retried",
-        retried.loan,
-        actor=actor,
-        after=snapshot(retried) | {"disbursement_id": retried.id},
-    )
+    _audit(session, "retried", retried, actor=actor)
     wake_on_commit(session, "money")
     return retried
 
@@ -356,10 +482,11 @@ def complete_disbursement(
     completion day. Applies even after a failure or a cancellation was recorded: the money
     has left, and the book must say so."""
     when = completed_at or datetime.now(UTC)
+    prior = _status_now(session, disbursement_id)
     done = _claim(
         session,
         disbursement_id,
-        tuple(s for s in DISBURSEMENT_STATUSES if s != "completed"),
+        (prior,) if prior != "completed" else (),
         status="completed",
         receipt=(receipt or None),
         receiver_name=(receiver_name or "")[:200] or None,
@@ -369,11 +496,38 @@ def complete_disbursement(
     )
     if done is None:
         return None
-    record_audit(
-        session, "disbursement.completed", done.loan, after=snapshot(done) | {"receipt": receipt}
-    )
+    if done.is_refund:
+        _refund_completed(session, done, prior, receipt=receipt, how=how)
+        return done
+    _audit(session, "completed", done, after={"receipt": receipt})
     activate_loan(session, done.loan_id, when.astimezone(NAIROBI).date(), how)
     return done
+
+
+def _refund_completed(
+    session: Session, done: Disbursement, prior: str, *, receipt: str, how: str
+) -> None:
+    """The refund's held credit stays spent. Paid after a failure or a cancellation gave
+    it back: it is taken again, as far as the borrower's credit goes (never below zero),
+    and what it could not cover is said in the audit event for a person to settle."""
+    if prior in HOLDING:
+        after = {"receipt": receipt, "credit_spent": str(done.amount)}
+        _audit(session, "completed", done, after=after, reason=how)
+        return
+    borrower = lock_borrower(session, done.borrower_id)
+    taken = min(done.amount, borrower.credit)
+    before, left = _move_credit(session, done.borrower_id, -taken)
+    short = done.amount - taken
+    _audit(
+        session,
+        "completed",
+        done,
+        before={"credit": str(before)},
+        after={"credit": str(left), "receipt": receipt, "credit_spent": str(taken)}
+        | ({"not_covered_by_credit": str(short)} if short else {}),
+        reason=f"{how}: paid after it was recorded {prior}"
+        + (f"; {format_kes(short)} was not covered by credit" if short else ""),
+    )
 
 
 def activate_loan(session: Session, loan_id: int, disbursed_on: date, how: str) -> Loan:
@@ -414,15 +568,14 @@ def fail_disbursement(
     values = {"status": "failed", "reason": reason[:1000], "check_after": None}
     if result_code is not None:
         values["result_code"] = result_code
-    failed = _claim(session, disbursement_id, statuses, **values)
-    if failed is not None:
-        record_audit(
-            session,
-            "disbursement.failed",
-            failed.loan,
-            after=snapshot(failed) | {"disbursement_id": failed.id, "result_code": result_code},
-            reason=reason[:500],
-        )
+    prior = _status_now(session, disbursement_id)
+    failed = _claim(session, disbursement_id, (prior,) if prior in statuses else (), **values)
+    if failed is None:
+        return None
+    if failed.is_refund and prior in HOLDING:
+        give_back_credit(session, failed, "failed", reason=reason[:500])
+    else:
+        _audit(session, "failed", failed, after={"result_code": result_code}, reason=reason[:500])
     return failed
 
 
@@ -440,11 +593,5 @@ def mark_ambiguous(
         check_after=check_after,
     )
     if unsure is not None:
-        record_audit(
-            session,
-            "disbursement.ambiguous",
-            unsure.loan,
-            after=snapshot(unsure) | {"disbursement_id": unsure.id},
-            reason=reason[:500],
-        )
+        _audit(session, "ambiguous", unsure, reason=reason[:500])
     return unsure

@@ -34,7 +34,12 @@ def export_loans(session: Session) -> Iterator[list]:
         .group_by(Installment.loan_id)
         .subquery()
     )
-    latest = select(func.max(Disbursement.id).label("id")).group_by(Disbursement.loan_id).subquery()
+    latest = (
+        select(func.max(Disbursement.id).label("id"))
+        .where(Disbursement.purpose == "loan")
+        .group_by(Disbursement.loan_id)
+        .subquery()
+    )
     payout = (
         select(Disbursement.loan_id, Disbursement.status, Disbursement.receipt)
         .join(latest, latest.c.id == Disbursement.id)

@@ -26,3 +26,7 @@ def init_app(app: Flask) -> None:
     money_callbacks.init_app(app)
     callbacks.init_app(app)
     app.cli.add_command(cli.group)
+    from lenders.cli import group as lenders_commands
+    from payments import refund_cli
+
+    refund_cli.init_app(lenders_commands)  # ``flask lenders request-refund`` (CONTRACT §3)

@@ -16,7 +16,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from lenders.days import nairobi_day, nairobi_midnight
+from lenders.disbursements import Disbursement
 from lenders.models import Repayment
+from payments import refunds
 from payments.models import C2BPayment, PaymentStatus, Shortcode, payment_repayment
 from payments.reconciliation_models import ReconciliationSignOff, StatementImport, StatementLine
 
@@ -106,9 +108,9 @@ class DayClose:
 
 
 def refunds_for(session: Session, shortcode_id: int, day: date) -> dict[int, Decimal]:
-    """{payment id: credit refunded by B2C} for the day's payments. Refunds are money
-    out, built on another branch; until they are here, nothing was refunded."""
-    return {}
+    """{payment id: credit refunded by B2C (completed refunds)} for the day's payments
+    (payments/refunds.py)."""
+    return refunds.refunds_for(session, shortcode_id, day)
 
 
 def close_day(session: Session, shortcode: Shortcode, day: date) -> DayClose:
@@ -456,6 +458,23 @@ def fingerprints(session: Session, keys: list[tuple[int, date]]) -> dict:
         key = (shortcode_id, _as_date(on))
         if key in wanted:
             found[key][f"statement_{kind}"] = f"{Decimal(amount):.2f}"
+    # Credit refunded since a sign-off moves money from ``credit`` to ``refunded``: the day
+    # changed. Only days with refunds carry the key, so older sign-offs still match.
+    for shortcode_id, on, amount in session.execute(
+        select(C2BPayment.shortcode_id, day, func.sum(Disbursement.amount))
+        .join(Disbursement, Disbursement.payment_id == C2BPayment.id)
+        .where(
+            C2BPayment.shortcode_id.in_(shortcodes),
+            C2BPayment.trans_time >= start,
+            C2BPayment.trans_time < end,
+            Disbursement.purpose == "refund",
+            Disbursement.status == "completed",
+        )
+        .group_by(C2BPayment.shortcode_id, day)
+    ):
+        key = (shortcode_id, _as_date(on))
+        if key in wanted:
+            found[key]["refunded"] = f"{Decimal(amount):.2f}"
     return found
 
 

@@ -38,7 +38,7 @@ from payments.daraja import (
     UnexpectedResponse,
 )
 from payments.daraja_queries import callback_url, new_query, utility_available
-from payments.models import Shortcode
+from payments.models import C2BPayment, Shortcode
 from payments.money_models import DarajaQuery
 from payments.shortcodes import ShortcodeError, daraja_client, explain, initiator_credential
 
@@ -120,6 +120,7 @@ def send_claimed(session: Session, disbursement_id: int, config: dict) -> str:
             "sent. Top it up, then retry.",
         )
     now = datetime.now(UTC)
+    remarks, occasion = _remarks(session, disbursement)
     try:
         credential = initiator_credential(shortcode, config)
         with daraja_client(shortcode, config, max_retries=0) as client:
@@ -132,8 +133,8 @@ def send_claimed(session: Session, disbursement_id: int, config: dict) -> str:
                 party_b=disbursement.phone,
                 result_url=callback_url(config, disbursement.callback_token, "b2c/result"),
                 queue_timeout_url=callback_url(config, disbursement.callback_token, "b2c/timeout"),
-                remarks=f"Loan {disbursement.loan.number} disbursement"[:100],
-                occasion=disbursement.loan.number[:100],
+                remarks=remarks[:100],
+                occasion=occasion[:100],
             )
     except DuplicateOriginatorConversationID:
         why = "Safaricom already has a payment with this id."
@@ -155,6 +156,14 @@ def send_claimed(session: Session, disbursement_id: int, config: dict) -> str:
     )
     session.refresh(disbursement)
     return disbursement.status
+
+
+def _remarks(session: Session, disbursement: Disbursement) -> tuple[str, str]:
+    """What the B2C request says it is for (``Remarks``, ``Occassion``)."""
+    if disbursement.is_refund:
+        payment = session.get(C2BPayment, disbursement.payment_id)
+        return f"Refund of credit from payment {payment.trans_id}", payment.trans_id
+    return f"Loan {disbursement.loan.number} disbursement", disbursement.loan.number
 
 
 def _failed(session: Session, disbursement: Disbursement, why: str) -> str:

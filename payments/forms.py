@@ -206,6 +206,21 @@ class PayoutApprovalForm(FlaskForm):
     )
 
 
+class RefundForm(FlaskForm):
+    """Refund a posted payment's borrower credit by M-Pesa (the amount is checked by the
+    service: whole shillings, at most what is left)."""
+
+    amount = StringField(
+        "Amount (KES)", id="refund-amount", validators=[DataRequired("How much?"), Length(max=20)]
+    )
+    phone = SelectField("Pay to", id="refund-phone", choices=[], validate_choice=True)
+    reason = TextAreaField(
+        "Reason (required)",
+        id="refund-reason",
+        validators=[DataRequired("Say why."), Length(max=500)],
+    )
+
+
 class ReversalForm(FlaskForm):
     reason = TextAreaField(
         "Reason (required)",

@@ -10,8 +10,9 @@ from sqlalchemy.orm import Session, selectinload
 
 from lenders.disbursements import Disbursement, fees_upfront
 from lenders.models import Loan, StaffUser
-from payments.models import Shortcode
+from payments.models import C2BPayment, Shortcode
 from payments.money_models import DarajaQuery, Reversal, StkRequest
+from payments.visibility import get_payment, in_portfolio
 
 RECENT = 25
 
@@ -38,15 +39,14 @@ def loan_disbursements(session: Session, loan_id: int) -> list[Disbursement]:
 
 
 def visible_disbursement(session: Session, viewer: StaffUser, disbursement_id: int):
-    """The payout if the viewer may see it (an officer: loans of their portfolio)."""
-    query = (
-        select(Disbursement)
-        .join(Loan, Loan.id == Disbursement.loan_id)
-        .where(Disbursement.id == disbursement_id)
-    )
-    if not viewer.is_admin:
-        query = query.where(Loan.officer_id == viewer.id)
-    return session.scalar(query)
+    """The payout or refund if the viewer may see it (an officer: a loan of their
+    portfolio, or a refund of a payment in it)."""
+    found = session.get(Disbursement, disbursement_id)
+    if found is None or viewer.is_admin:
+        return found
+    if found.is_refund:
+        return found if get_payment(session, viewer, found.payment_id) is not None else None
+    return found if found.loan.officer_id == viewer.id else None
 
 
 @dataclass
@@ -56,6 +56,9 @@ class Overview:
     to_approve: list[Disbursement] = field(default_factory=list)
     in_flight: list[Disbursement] = field(default_factory=list)
     recent: list[Disbursement] = field(default_factory=list)
+    refunds_to_approve: list[Disbursement] = field(default_factory=list)
+    refunds: list[Disbursement] = field(default_factory=list)
+    receipts: dict[int, str] = field(default_factory=dict)  # a refund's payment: its TransID
     reversals: list[Reversal] = field(default_factory=list)
     prompts: list[StkRequest] = field(default_factory=list)
     fees_upfront: bool = False
@@ -68,6 +71,12 @@ def overview(session: Session, viewer: StaffUser) -> Overview:
         .options(selectinload(Disbursement.loan))
     )
     prompts = select(StkRequest).join(Loan, Loan.id == StkRequest.loan_id)
+    refunds = (
+        select(Disbursement)
+        .join(C2BPayment, C2BPayment.id == Disbursement.payment_id)
+        .where(Disbursement.purpose == "refund", in_portfolio(viewer))
+        .options(selectinload(Disbursement.borrower))
+    )
     if not viewer.is_admin:
         payouts = payouts.where(Loan.officer_id == viewer.id)
         prompts = prompts.where(Loan.officer_id == viewer.id)
@@ -82,6 +91,15 @@ def overview(session: Session, viewer: StaffUser) -> Overview:
         payouts, Disbursement.status.in_(("approved", "sent", "ambiguous", "failed"))
     )
     found.recent = rows(payouts, Disbursement.status.in_(("completed", "cancelled")))
+    found.refunds_to_approve = rows(refunds, Disbursement.status == "requested", oldest_first=True)
+    found.refunds = rows(refunds, Disbursement.status != "requested")
+    ids = {d.payment_id for d in found.refunds_to_approve + found.refunds}
+    if ids:
+        found.receipts = dict(
+            session.execute(
+                select(C2BPayment.id, C2BPayment.trans_id).where(C2BPayment.id.in_(ids))
+            ).all()
+        )
     found.prompts = list(session.scalars(prompts.order_by(StkRequest.id.desc()).limit(RECENT)))
     if viewer.is_admin:
         found.reversals = list(

@@ -112,7 +112,7 @@ def _target(kind: str, token: str):
         # A payout approved without a shortcode gets one as it is sent, committed with
         # Daraja's answer: a result faster than that answer comes from the one it is paid from.
         shortcode = disbursing.paying_shortcode(db.session, row)
-        return row, shortcode.id if shortcode else None, None
+        return row, shortcode.id if shortcode else None, row.payment_id  # a refund's payment
     if kind == "reversal":
         row = _find(Reversal, token)
         return row, row.payment.shortcode_id if row else None, row.payment_id if row else None

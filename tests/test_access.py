@@ -95,6 +95,8 @@ POLICY = {
     "reversals.check": {"admin"},
     "reversals.reverse": {"admin"},
     "reversals.decide": {"admin"},
+    "refunds.panel": {"admin", "officer"},
+    "refunds.create": {"admin", "officer"},
 }
 RESULT_KIND = "<any(b2c, status, balance, reversal):kind>/<any(result, timeout):which>"
 # Every URL the app answers, as bookmarks, forms and Safaricom know them: moving a view to
@@ -115,6 +117,8 @@ URLS = {
     ("GET", "/money/loans/<number>/panel"),
     ("POST", "/money/loans/<number>/prompt"),
     ("POST", "/money/payments/<int:payment_id>/reverse"),
+    ("GET", "/money/payments/<int:payment_id>/refund"),
+    ("POST", "/money/payments/<int:payment_id>/refund"),
     ("GET", "/money/payments/<int:payment_id>/safaricom"),
     ("POST", "/money/payments/<int:payment_id>/status"),
     ("GET", "/money/prompts/<int:request_id>"),

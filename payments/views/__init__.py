@@ -21,6 +21,7 @@ from payments.views import (
     payment,
     reassignments,
     reconciliation,
+    refunds,
     reversals,
     sms,
     transactions,
@@ -42,6 +43,7 @@ AREAS = (
     money,
     disbursements,
     reversals,
+    refunds,
 )
 
 
