@@ -140,6 +140,10 @@ def move_payment(
     """Reverse every live posting of ``payment`` and post it to ``loan`` (spilling as
     matching would), in the caller's one transaction. An officer moves only money that
     sits in their portfolio, to loans in it."""
+    from payments.refunds import refund_in_the_way
+
+    if problem := refund_in_the_way(session, payment):
+        raise BackofficeError(f"payment {payment.trans_id} cannot be moved: {problem}")
     live = [r for r in payment.repayments if not r.reversed]
     if not actor.is_admin and any(r.loan.officer_id != actor.id for r in live):
         raise BackofficeError(

@@ -74,6 +74,19 @@ def held_by_refunds(session: Session, payment_id: int) -> Decimal:
     return Decimal(total or 0)
 
 
+def refund_in_the_way(session: Session, payment: C2BPayment) -> str | None:
+    """Why the payment's postings cannot be undone (reassigned, reversed) as the book does
+    it, or None: a refund holds or has paid out part of its credit, which undoing the
+    postings would take off the borrower a second time."""
+    held = held_by_refunds(session, payment.id)
+    if not held:
+        return None
+    return (
+        f"{format_kes(held)} of its credit is refunded by M-Pesa or waiting to be: cancel "
+        "a refund that is not sent yet, or settle it by hand"
+    )
+
+
 def refundable(session: Session, payment: C2BPayment) -> Decimal:
     """What may still be refunded of the payment's credit (0 when nothing)."""
     if payment.status != PaymentStatus.POSTED:

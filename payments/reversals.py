@@ -66,6 +66,11 @@ def reverse_payment(
     session.refresh(claimed, ["repayments"])
     live = [r for r in claimed.repayments if not r.reversed]
     before = payment_snapshot(claimed) | {"repayments": [r.id for r in live]}
+    from payments.refunds import refund_in_the_way
+
+    if problem := refund_in_the_way(session, claimed):  # M-Pesa reversed it all the same
+        _blocked(session, claimed, before, why, problem, actor)
+        return REVIEW
     try:
         with session.begin_nested():
             for repayment in live:

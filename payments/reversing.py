@@ -74,6 +74,10 @@ def request_reversal(
         raise ReversalRefused(f"payment {payment.trans_id} is reversed already")
     if live := live_reversal(session, payment.id):
         raise ReversalRefused(f"a reversal of {payment.trans_id} is {live.status} already")
+    from payments.refunds import refund_in_the_way
+
+    if problem := refund_in_the_way(session, payment):
+        raise ReversalRefused(f"payment {payment.trans_id} cannot be reversed: {problem}")
     waits = maker_checker_on(session)
     reversal = Reversal(
         payment_id=payment.id,

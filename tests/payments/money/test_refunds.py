@@ -353,3 +353,36 @@ def test_paid_after_a_cancellation_takes_the_credit_again_never_below_zero(
     ).one()
     assert event.after["not_covered_by_credit"] == "200.00" and "cancelled" in event.reason
     assert now_refund(later.id).status == "requested"
+
+
+def test_a_payment_whose_credit_a_refund_holds_is_not_moved_or_reversed_behind_its_back(
+    app, registered, emulator, officer, admins
+):
+    """Undoing its postings would take that credit off the borrower a second time: staff
+    are refused with the reason, and a reversal M-Pesa reports goes to a person."""
+    from payments.backoffice import BackofficeError, reassign_payment
+    from payments.reversals import reverse_payment
+    from payments.reversing import ReversalRefused, request_reversal
+
+    payment = overpaid(app, registered, officer)
+    other = active_loan(officer)
+    refund = asked(payment, officer, amount="200")
+
+    with pytest.raises(BackofficeError, match="cannot be moved: KES 200.00 of its credit"):
+        reassign_payment(db.session, payment.id, other, actor=admins[0], reason="wrong loan")
+    db.session.rollback()
+    with pytest.raises(ReversalRefused, match="cannot be reversed: KES 200.00"):
+        request_reversal(db.session, payment.id, actor=admins[0], reason="paid by mistake")
+    db.session.rollback()
+
+    payment = db.session.get(C2BPayment, payment.id)
+    outcome = reverse_payment(db.session, payment, source="statement", reason="on the statement")
+    db.session.commit()
+    assert outcome == "review"
+    payment = db.session.get(C2BPayment, payment.id)
+    assert payment.status == "review" and "refunded by M-Pesa" in payment.error
+    assert credit_of(payment) == D("300.00")  # only the refund's 200 is held: nothing undone
+
+    cancel_disbursement(db.session, refund.id, actor=admins[1], reason="not needed")
+    db.session.commit()
+    assert credit_of(payment) == D("500.00")
