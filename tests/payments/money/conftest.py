@@ -17,7 +17,8 @@ from sqlalchemy import func, select
 from lenders.extensions import db
 from lenders.models import AuditEvent
 from payments.emulator.server import background_server
-from payments.models import CallbackLog, Shortcode
+from payments.models import C2BPayment, CallbackLog, Shortcode
+from payments.shortcodes import daraja_client
 from tests.conftest import new_borrower, new_loan
 from tests.payments.conftest import new_shortcode
 
@@ -95,6 +96,21 @@ def eventually(read, timeout: float = 10.0, every: float = 0.05):
             assert value, f"still {value!r} after {timeout}s"
             return value
         time.sleep(every)
+
+
+def paid_in(app, paybill, loan, amount: int = 1500) -> C2BPayment:
+    """A customer pays the loan through the emulator; the payment as posted."""
+    with daraja_client(paybill, app.config) as client:
+        client.simulate_c2b(
+            paybill.number, amount, loan.borrower.phones[0].number, bill_ref=loan.number
+        )
+    return eventually(
+        lambda: (
+            (p := db.session.scalar(select(C2BPayment).where(C2BPayment.bill_ref == loan.number)))
+            and p.status == "posted"
+            and p
+        )
+    )
 
 
 def post_json(url: str, body) -> requests.Response:

@@ -28,8 +28,8 @@ from payments.daily_close import close_day
 from payments.models import C2BPayment, Shortcode
 from payments.money_jobs import ask_about_late_payouts
 from payments.refunds import RefundRefused, refundable, request_refund
-from payments.shortcodes import daraja_client, register_urls
-from tests.payments.money.conftest import active_loan, all_at_once, audit_count, eventually
+from payments.shortcodes import register_urls
+from tests.payments.money.conftest import active_loan, all_at_once, audit_count, eventually, paid_in
 
 pytestmark = [pytest.mark.usefixtures("live"), pytest.mark.both_databases]
 NAIROBI = ZoneInfo("Africa/Nairobi")
@@ -57,18 +57,7 @@ def registered(app, paybill):
 
 def overpaid(app, paybill, officer=None, amount: int = 10_500) -> C2BPayment:
     """A borrower pays 10,500 on a 10,000 loan (through the emulator): 500 held as credit."""
-    loan = active_loan(officer)
-    with daraja_client(paybill, app.config) as client:
-        client.simulate_c2b(
-            paybill.number, amount, loan.borrower.phones[0].number, bill_ref=loan.number
-        )
-    return eventually(
-        lambda: (
-            (p := db.session.scalar(select(C2BPayment).where(C2BPayment.bill_ref == loan.number)))
-            and p.status == "posted"
-            and p
-        )
-    )
+    return paid_in(app, paybill, active_loan(officer), amount)
 
 
 def credit_of(payment: C2BPayment) -> Decimal:

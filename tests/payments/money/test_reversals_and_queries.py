@@ -19,9 +19,16 @@ from payments.models import C2BPayment
 from payments.money_jobs import ask_about_late_reversals
 from payments.money_models import DarajaQuery, Reversal
 from payments.reversing import ReversalRefused, decide_reversal, request_reversal
-from payments.shortcodes import daraja_client, register_urls
+from payments.shortcodes import register_urls
 from tests.payments.conftest import c2b_body, post_callback
-from tests.payments.money.conftest import active_loan, audit_count, eventually, logged, post_json
+from tests.payments.money.conftest import (
+    active_loan,
+    audit_count,
+    eventually,
+    logged,
+    paid_in,
+    post_json,
+)
 
 pytestmark = [pytest.mark.usefixtures("live"), pytest.mark.both_databases]
 REVERSAL = "/mpesa/reversal/v1/request"
@@ -38,21 +45,6 @@ def registered(app, paybill):
     register_urls(db.session, paybill, app.config, actor=None)
     db.session.commit()
     return paybill
-
-
-def paid_in(app, paybill, loan, amount: int = 1500) -> C2BPayment:
-    """A customer pays the loan through the emulator; the payment as posted."""
-    with daraja_client(paybill, app.config) as client:
-        client.simulate_c2b(
-            paybill.number, amount, loan.borrower.phones[0].number, bill_ref=loan.number
-        )
-    return eventually(
-        lambda: (
-            (p := db.session.scalar(select(C2BPayment).where(C2BPayment.bill_ref == loan.number)))
-            and p.status == "posted"
-            and p
-        )
-    )
 
 
 def payment_facts(payment_id: int) -> tuple:
