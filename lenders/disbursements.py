@@ -237,29 +237,26 @@ def _move_credit(session: Session, borrower_id: int, change: Decimal) -> tuple[D
 def hold_credit(session: Session, d: Disbursement, step: str, *, actor=None, reason=None):
     """Take a refund's amount from its borrower's credit (it is held, then spent), with
     its audit event. Raises DisbursementError when the credit is short."""
-    before, after = _move_credit(session, d.borrower_id, -d.amount)
-    _audit(
-        session,
-        step,
-        d,
-        actor=actor,
-        before={"credit": str(before)},
-        after={"credit": str(after)},
-        reason=reason,
-    )
+    _refund_credit(session, d, step, -d.amount, actor=actor, reason=reason)
 
 
 def give_back_credit(session: Session, d: Disbursement, step: str, *, actor=None, reason=None):
     """A refund that did not pay: its amount is the borrower's credit again, audited."""
-    before, after = _move_credit(session, d.borrower_id, d.amount)
+    _refund_credit(
+        session, d, step, d.amount, actor=actor, reason=reason,
+        noted={"credit_given_back": str(d.amount)},
+    )  # fmt: skip
+
+
+def _refund_credit(session, d: Disbursement, step: str, change: Decimal, *, noted=None, **kw):
+    before, after = _move_credit(session, d.borrower_id, change)
     _audit(
         session,
         step,
         d,
-        actor=actor,
         before={"credit": str(before)},
-        after={"credit": str(after), "credit_given_back": str(d.amount)},
-        reason=reason,
+        after={"credit": str(after)} | (noted or {}),
+        **kw,
     )
 
 
